@@ -1,0 +1,125 @@
+# meerkat_rt.config: config.json -> one validated dict with documented defaults.
+#
+# Every field is checked once at start-up; an error names the field and what it must be, never
+# the value (the file holds the Wi-Fi key). Unknown fields are errors too: a misspelt key that
+# was silently ignored would look like a broken device. config.example.json lists every field.
+import json
+
+from .protocol import ROLES, TURNING_MODES, ProtocolError, check, check_target
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# Shapes in protocol.check's notation ("key:kind", "?" optional, o=NAME nested).
+_SHAPES = {
+    "config": "wifi:o? server:o target:o role:s? turning_mode:s? board:s? tls:o? reconnect:o? "
+    "server_reconnect_policy:o? channel_config:o? audio:o? keepalive:o? max_message:n? log_level:s?",
+    "wifi": "ssid:s key:s? timeout_ms:n? retries:n? power_save:b? hostname:s?",
+    "server": "rpc:s? rest:s? timeout_ms:n? open_timeout_ms:n?",
+    "tls": "ca_file:s? insecure:b?",
+    "reconnect": "max_attempts:n? initial_backoff_ms:n? max_backoff_ms:n? max_total_ms:n?",
+    "policy": "max_attempts:n initial_backoff_ms:n max_backoff_ms:n max_total_ms:n",
+    "audio": "frame_ms:n? ring_ms:n? playback_ms:n? margin_ms:n? preroll_ms:n? "
+    "vad_sensitivity:n? speaker_mode:s?",
+    "keepalive": "interval_ms:n? timeout_ms:n?",
+}
+
+DEFAULTS = {
+    "role": "primary",
+    "turning_mode": "provider_managed",
+    "board": "esp32s3_devkitc",
+    "server": {"timeout_ms": 10000, "open_timeout_ms": 20000},
+    "tls": {"insecure": False},
+    # Client-side reconnect after a dropped socket or a retryable close: exponential backoff
+    # with full jitter; max_attempts 0 = keep trying; max_total_ms 0 = no overall budget.
+    "reconnect": {"max_attempts": 0, "initial_backoff_ms": 500, "max_backoff_ms": 8000, "max_total_ms": 0},
+    # Frame and buffer sizes; ring_ms/playback_ms default to the board's (PSRAM boards get more).
+    "audio": {"frame_ms": 40, "margin_ms": 100, "preroll_ms": 300, "vad_sensitivity": 5},
+    # WebSocket pings after channel.opened (never before it); 0 disables.
+    "keepalive": {"interval_ms": 15000, "timeout_ms": 45000},
+    "max_message": 16384,
+    "log_level": "info",
+}
+
+# Wi-Fi is optional (a board on Ethernet, the simulator); these apply when the section exists.
+WIFI_DEFAULTS = {"timeout_ms": 20000, "retries": 3, "power_save": False}
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+SPEAKER_MODES = ("drain", "irq", "poll")
+
+
+def _fail(field, what):
+    raise ConfigError("config.json: field %s must be %s" % (field, what))
+
+
+def _merge(cfg):
+    out = {}
+    for key in DEFAULTS:
+        value = DEFAULTS[key]
+        out[key] = dict(value) if type(value) is dict else value  # never share the defaults
+    for key in cfg:
+        value = cfg[key]
+        base = WIFI_DEFAULTS if key == "wifi" else DEFAULTS.get(key)
+        if type(value) is dict and type(base) is dict:
+            merged = dict(base)
+            merged.update(value)
+            value = merged
+        out[key] = value
+    return out
+
+
+def validate(cfg):
+    """Check a decoded config object, fill in defaults, return the new dict."""
+    report = []
+    try:
+        check(cfg, _SHAPES["config"], "config", report)
+        for key in ("wifi", "server", "tls", "reconnect", "server_reconnect_policy", "audio", "keepalive"):
+            if key in cfg:
+                shape = "policy" if key == "server_reconnect_policy" else key
+                check(cfg[key], _SHAPES[shape], "config." + key, report)
+        check_target(cfg["target"], "config.target")
+    except ProtocolError as exc:
+        raise ConfigError("config.json: " + exc.reason)
+    for entry in report:
+        if entry.startswith("field:"):
+            raise ConfigError("config.json: unknown field %s" % entry[6:])
+    cfg = _merge(cfg)
+    if cfg["role"] not in ROLES:
+        _fail("config.role", "primary or observer")
+    if cfg["turning_mode"] not in TURNING_MODES:
+        _fail("config.turning_mode", "provider_managed or explicit_commit")
+    server = cfg["server"]
+    if ("rpc" in server) == ("rest" in server):
+        _fail("config.server", 'exactly one of "rpc" (host:port) or "rest" (http://host:port)')
+    if "rpc" in server:
+        host, _, port = server["rpc"].rpartition(":")
+        if not host or not port.isdigit():
+            _fail("config.server.rpc", "host:port")
+    elif not server["rest"].startswith("http://"):
+        _fail("config.server.rest", "an http:// URL (the REST proxy has no TLS)")
+    audio = cfg["audio"]
+    if not 20 <= audio["frame_ms"] <= 200 or audio["frame_ms"] % 20:
+        _fail("config.audio.frame_ms", "20, 40, 60, ... 200")
+    if audio.get("speaker_mode", "drain") not in SPEAKER_MODES:
+        _fail("config.audio.speaker_mode", "drain, irq or poll")
+    if cfg["log_level"] not in LOG_LEVELS:
+        _fail("config.log_level", "debug, info, warn or error")
+    if "wifi" in cfg and cfg["wifi"].get("ssid") is None:
+        _fail("config.wifi.ssid", "set when config.wifi is present")
+    return cfg
+
+
+def load(path="config.json"):
+    """Read and validate a config file. Errors never quote the file's contents."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("config.json: cannot read %s (copy config.example.json there and edit it)" % path)
+    try:
+        cfg = json.loads(text)
+    except ValueError:
+        raise ConfigError("config.json: %s is not valid JSON" % path)
+    return validate(cfg)

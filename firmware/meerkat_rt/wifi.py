@@ -1,0 +1,59 @@
+# meerkat_rt.wifi: join the configured network as a station, bounded in time and attempts.
+#
+# After wlan.connect() the ESP32 would retry forever on its own; we bound each attempt, report
+# the driver's status by name, and give up with one clear error. Power save is off by default:
+# modem sleep adds tens of ms of latency per packet, which breaks up streamed audio.
+import network
+
+from . import log
+from .compat import sleep_ms, ticks_diff, ticks_ms
+
+
+class WifiError(OSError):
+    pass
+
+
+_STATUS_NAMES = {}
+for _name in ("STAT_IDLE", "STAT_CONNECTING", "STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL", "STAT_GOT_IP"):
+    if hasattr(network, _name):
+        _STATUS_NAMES[getattr(network, _name)] = _name[5:].lower()
+_HOPELESS = ("wrong_password", "no_ap_found", "connect_fail")
+
+
+def _status(wlan):
+    st = wlan.status()
+    return _STATUS_NAMES.get(st, str(st))
+
+
+async def connect(cfg, wlan=None):
+    """Join cfg["ssid"] with cfg["key"]; returns the WLAN object. Raises WifiError."""
+    if wlan is None:
+        sta = getattr(network.WLAN, "IF_STA", None)  # MicroPython 1.25+; STA_IF before
+        wlan = network.WLAN(sta if sta is not None else network.STA_IF)
+    wlan.active(True)
+    if not cfg.get("power_save", False):
+        try:
+            wlan.config(pm=wlan.PM_NONE)
+        except (AttributeError, ValueError, OSError):
+            log.warn("wifi", "cannot turn Wi-Fi power save off on this port")
+    ssid = cfg["ssid"]
+    retries = max(1, cfg.get("retries", 3))
+    timeout = cfg.get("timeout_ms", 20000)
+    for attempt in range(1, retries + 1):
+        if wlan.isconnected():
+            break
+        wlan.connect(ssid, cfg.get("key", ""))
+        t0 = ticks_ms()
+        while not wlan.isconnected():
+            if _status(wlan) in _HOPELESS or ticks_diff(ticks_ms(), t0) > timeout:
+                break
+            await sleep_ms(100)
+        if wlan.isconnected():
+            break
+        log.warn("wifi", "joining %s, attempt %d of %d failed (%s)", ssid, attempt, retries, _status(wlan))
+        wlan.disconnect()
+        await sleep_ms(1000)
+    else:
+        raise WifiError("Wi-Fi: could not join %s in %d attempts (status %s)" % (ssid, retries, _status(wlan)))
+    log.info("wifi", "joined %s as %s", ssid, wlan.ifconfig()[0])
+    return wlan

@@ -1,0 +1,115 @@
+"""Fault-injection switches and the bad frames the server can send a client.
+
+`Faults` is a plain mutable object: set fields at start-up (options, CLI flags) or at run time
+(`srv.faults.drop_after_frames = 5`). Timed faults count seconds from the moment a primary
+channel's `channel.opened` was sent. A fault fires once and then disarms itself unless `repeat`
+is set, so a client that reconnects after a dropped socket meets a healthy server; with
+`repeat` every new connection meets the fault again.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+from . import wire
+
+# What `inject(kind)` can send (reference: none of these are real-server behaviour; they
+# exercise the client's parser and limits).
+INJECT_KINDS = (
+    "malformed",  # a text frame that is not JSON
+    "oversized",  # a valid JSON text frame of `size` bytes (default 1 MiB)
+    "unknown_event",  # channel.event with an event type no client knows
+    "unknown_frame",  # a server frame type no client knows
+    "binary",  # a binary WebSocket message (the real server never sends one)
+    "bad_ws_frame",  # raw bytes that break RFC 6455 (reserved opcode 0x3)
+)
+DROP_MODES = ("reset", "close", "silent")
+DEFAULT_OVERSIZED = 1 << 20
+
+
+@dataclass
+class Faults:
+    # Drop the socket (see drop_mode) after this many client data frames on a connection
+    # (text and binary messages, channel.open included; the Nth frame is still processed).
+    drop_after_frames: int | None = None
+    # Drop the primary's socket this many seconds after channel.opened.
+    drop_at: float | None = None
+    # "reset": abort (RST); "close": FIN without a WebSocket close frame; "silent": stop
+    # reading and writing but keep the TCP connection up (a dead Wi-Fi link).
+    drop_mode: str = "reset"
+    # How long a "silent" drop keeps the dead socket before resetting it (a TCP give-up).
+    silent_hold: float = 30.0
+    # Hold channel.opened back by this many seconds (a slow provider bind).
+    open_delay: float = 0.0
+    # Fail the bind step of channel.open with this code (token consumed, 1008 close).
+    open_error: str | None = None
+    # Start a reconnect cycle this many seconds after channel.opened ...
+    reconnect_at: float | None = None
+    # ... in which this many attempts fail before one succeeds (>= max_attempts: exhaustion).
+    reconnect_failures: int = 0
+    # Terminal provider error this many seconds after channel.opened.
+    provider_error_at: float | None = None
+    provider_error_code: str = "authentication_failed"
+    # [(seconds after channel.opened, kind)] frames to inject into the primary channel.
+    inject_at: list[tuple[float, str]] = field(default_factory=list)
+    oversized_bytes: int = DEFAULT_OVERSIZED
+    # Stop reading the primary's socket at `pause_reading_at` for `pause_reading_for` seconds.
+    pause_reading_at: float | None = None
+    pause_reading_for: float = 0.0
+    # Bootstrap failure: (json-rpc code, message) answered to every realtime/open_info.
+    bootstrap_error: tuple[int, str] | None = None
+    # The REST proxy behaves as if rkat-rpc were unreachable (502 PROVIDER_ERROR).
+    rest_rpc_unreachable: bool = False
+    # Mint grants whose capabilities list only these turning modes (reaches the otherwise
+    # unreachable `unsupported_turning_mode` open check).
+    grant_turning_modes: list[str] | None = None
+    repeat: bool = False
+
+    def validate(self) -> None:
+        if self.drop_mode not in DROP_MODES:
+            raise ValueError(f"drop_mode must be one of {DROP_MODES}, not {self.drop_mode!r}")
+        if self.open_error is not None and self.open_error not in wire.OPEN_BIND_ERROR_CODES:
+            raise ValueError(f"open_error must be one of {wire.OPEN_BIND_ERROR_CODES}")
+        if self.provider_error_code not in wire.PROVIDER_ERROR_CODES:
+            raise ValueError(f"provider_error_code must be one of {wire.PROVIDER_ERROR_CODES}")
+        for _, kind in self.inject_at:
+            if kind not in INJECT_KINDS:
+                raise ValueError(f"inject kind must be one of {INJECT_KINDS}, not {kind!r}")
+
+    def consume(self, name: str) -> None:
+        """A fault fired: disarm it unless faults repeat."""
+        if self.repeat:
+            return
+        if name == "inject_at":
+            self.inject_at = []
+        elif name == "reconnect_at":
+            self.reconnect_at = None
+        elif name == "pause_reading_at":
+            self.pause_reading_at = None
+        elif name == "open_delay":
+            self.open_delay = 0.0
+        else:
+            setattr(self, name, None)
+
+
+def injected_payload(kind: str, size: int | None = None) -> tuple[str, bytes]:
+    """(how to send, payload) for an injected frame: how is "text", "binary" or "raw"."""
+    if kind == "malformed":
+        return "text", b'{"type":"channel.event","event":{"type":"output_text_delta","delta":'
+    if kind == "unknown_event":
+        frame = wire.event_frame({"type": "devserver_unknown_event", "note": "ignore me"})
+        return "text", wire.dumps(frame).encode()
+    if kind == "unknown_frame":
+        return "text", wire.dumps({"type": "channel.devserver_unknown", "note": "ignore me"}).encode()
+    if kind == "binary":
+        return "binary", base64.b64decode("3q2+7wABAgM=")
+    if kind == "bad_ws_frame":
+        return "raw", b"\x83\x00"
+    if kind == "oversized":
+        total = DEFAULT_OVERSIZED if size is None else size
+        head = '{"type":"channel.event","event":{"type":"devserver_padding","padding":"'
+        tail = '"}}'
+        pad = max(0, total - len(head) - len(tail))
+        return "text", (head + "x" * pad + tail).encode()
+    raise ValueError(f"unknown inject kind {kind!r}; one of {INJECT_KINDS}")

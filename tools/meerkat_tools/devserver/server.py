@@ -1,0 +1,368 @@
+"""`DevServer`: the three listeners (JSON-RPC TCP, REST, WebSocket) and the API tests use.
+
+In an asyncio program: `srv = DevServer(opts); await srv.start(); ...; await srv.stop()`.
+From synchronous code: `with DevServer.running(opts) as srv:` runs the loop in a background
+thread. Every method below may be called from any thread: fault actions are handed to the
+server's loop, recording reads take a lock, and `wait_for` blocks the calling thread on a
+condition the loop signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import socket
+import threading
+from typing import Any, Awaitable, Callable, Iterator
+
+from . import wire
+from .faults import INJECT_KINDS, Faults
+from .host import RealtimeHost
+from .options import ServerOptions
+from .recording import Recorder
+from .rest import rest_handler
+from .rpc import BootstrapApi, rpc_handler
+
+log = logging.getLogger("meerkat_devserver")
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class DevServer:
+    def __init__(self, options: ServerOptions | None = None, **overrides: Any):
+        options = options if options is not None else ServerOptions()
+        if overrides:
+            options = dataclasses.replace(options, **overrides)
+        options.validate()
+        self.options = options
+        self.faults: Faults = options.faults
+        self.recorder = Recorder(options.record_dir, options.keep_frames)
+        self.host = RealtimeHost(options, self.recorder)
+        self.api = BootstrapApi(self.host)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._background: set[asyncio.Task] = set()
+        self._rpc_addr: tuple[str, int] = ("", 0)
+        self._rest_addr: tuple[str, int] = ("", 0)
+        self._ws_addr: tuple[str, int] = ("", 0)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> DevServer:
+        self.loop = asyncio.get_running_loop()
+        self.recorder.loop_thread = threading.get_ident()
+        opts = self.options
+        bind = socket.getaddrinfo(opts.host, None, type=socket.SOCK_STREAM)[0]
+        family, address = bind[0], bind[4][0]
+        rpc = await self._listen(rpc_handler(self.api), family, address, opts.rpc_port, limit=1 << 20)
+        self._rpc_addr = rpc.sockets[0].getsockname()[:2]
+        ws = await self._listen(self.host.handle_ws, family, address, opts.ws_port, rcvbuf=opts.ws_recv_buffer)
+        self._ws_addr = ws.sockets[0].getsockname()[:2]
+        self.host.ws_url = f"ws://{hostport(*self._ws_addr)}{wire.WS_PATH}"
+        handler = rest_handler(lambda: self._rpc_addr, lambda: self.faults.rest_rpc_unreachable)
+        rest = await self._listen(handler, family, address, opts.rest_port)
+        self._rest_addr = rest.sockets[0].getsockname()[:2]
+        log.info(
+            "meerkat devserver ready: rpc %s, rest %s, ws %s, session %s, reply audio %s (%d ms)",
+            hostport(*self._rpc_addr),
+            self.rest_url,
+            self.ws_url,
+            self.session_id,
+            self.host.reply.source,
+            self.host.reply.duration_ms,
+        )
+        return self
+
+    async def _listen(
+        self,
+        handler: Handler,
+        family: int,
+        address: str,
+        port: int,
+        limit: int = 1 << 16,
+        rcvbuf: int | None = None,
+    ) -> asyncio.base_events.Server:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((address, port))
+        sock.listen(64)
+        sock.setblocking(False)
+
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._writers.add(writer)
+            try:
+                await handler(reader, writer)
+            finally:
+                self._writers.discard(writer)
+
+        server = await asyncio.start_server(tracked, sock=sock, limit=limit)
+        self._servers.append(server)
+        return server
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        await self.host.close_all()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._background):
+            task.cancel()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        self._servers.clear()
+        self.recorder.close()
+        log.info("meerkat devserver stopped")
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, options: ServerOptions | None = None, **overrides: Any) -> Iterator[DevServer]:
+        """Run the server on its own loop in a background thread for the `with` block."""
+        server = cls(options, **overrides)
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(server.start())
+            except BaseException as exc:  # reported to the caller below
+                failure.append(exc)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            loop.run_forever()
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        thread = threading.Thread(target=run, name="meerkat-devserver", daemon=True)
+        thread.start()
+        if not started.wait(30):
+            raise RuntimeError("devserver did not start within 30 s")
+        if failure:
+            raise failure[0]
+        try:
+            yield server
+        finally:
+            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(15)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(15)
+
+    # -- addresses --------------------------------------------------------------------------
+
+    @property
+    def rpc_address(self) -> tuple[str, int]:
+        return self._rpc_addr
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{hostport(*self._rest_addr)}"
+
+    @property
+    def ws_url(self) -> str:
+        return self.host.ws_url
+
+    @property
+    def session_id(self) -> str:
+        return self.options.session_id
+
+    @property
+    def target(self) -> dict:
+        return {"type": "session_target", "session_id": self.session_id}
+
+    def ready_line(self) -> str:
+        """The one JSON line `meerkat-devserver` prints on stdout when it is ready."""
+        return json.dumps(
+            {
+                "rpc": hostport(*self._rpc_addr),
+                "rest": self.rest_url,
+                "ws_url": self.ws_url,
+                "session_id": self.session_id,
+            }
+        )
+
+    # -- running things in the server's loop ------------------------------------------------
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run `fn()` in the server's loop and return its result; a coroutine it returns is
+        started as a background task (not awaited), so a blocked socket cannot hang the caller."""
+        if self.loop is None:
+            raise RuntimeError("the server is not started")
+
+        def invoke() -> Any:
+            result = fn()
+            if asyncio.iscoroutine(result):
+                task = asyncio.ensure_future(result)
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return None
+            return result
+
+        if threading.get_ident() == self.recorder.loop_thread:
+            return invoke()
+
+        async def run() -> Any:
+            return invoke()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def _channel(self, channel: int | None) -> Any:
+        if channel is None:
+            primary = self.host.primary()
+            if primary is None or not primary.opened:
+                raise RuntimeError("no primary channel is open")
+            return primary
+        try:
+            return self.host.channels[channel]
+        except KeyError:
+            raise RuntimeError(f"no channel {channel}") from None
+
+    # -- bootstrap shortcuts ------------------------------------------------------------------
+
+    def open_info(
+        self,
+        role: str = "primary",
+        turning_mode: str = "provider_managed",
+        reconnect_policy: dict | None = None,
+    ) -> dict:
+        """Mint a token in-process (what realtime/open_info returns, without the TCP trip)."""
+        params: dict[str, Any] = {"target": self.target, "role": role, "turning_mode": turning_mode}
+        if reconnect_policy is not None:
+            params["reconnect_policy"] = reconnect_policy
+        return self.call(lambda: self.api.call("realtime/open_info", params))
+
+    def set_realm(self, realm: str) -> None:
+        """Change the process realm (tokens minted before now stop being redeemable)."""
+        self.call(lambda: setattr(self.host, "realm", realm))
+
+    def status(self) -> dict:
+        return dict(self.host.target.status)
+
+    # -- faults (thread-safe; act on the primary channel unless `channel` is given) ----------
+
+    def force_reconnect_cycle(
+        self, succeed: bool = True, failures: int | None = None, channel: int | None = None
+    ) -> bool:
+        """Start a reconnect cycle: `failures` attempts fail first (default 0 when `succeed`,
+        every attempt when not). False if one is already running."""
+        count = failures if failures is not None else (0 if succeed else 1 << 30)
+        return self.call(lambda: self._channel(channel).start_reconnect(count))
+
+    def force_provider_error(
+        self, code: str = "authentication_failed", message: str | None = None, channel: int | None = None
+    ) -> None:
+        """A non-retryable provider error: channel.error{code}, channel.closed{code}, drop."""
+        if code not in wire.PROVIDER_ERROR_CODES:
+            raise ValueError(f"code must be one of {wire.PROVIDER_ERROR_CODES}")
+        self.call(lambda: self._channel(channel).provider_error(code, message))
+
+    def force_provider_close(self, channel: int | None = None) -> None:
+        """The provider's event stream ends cleanly (reconnect if input is pending, else the
+        channel is left without a provider session: inputs get channel_reconnecting)."""
+        self.call(lambda: self._channel(channel).provider_closed())
+
+    def inject(self, kind: str, size: int | None = None, channel: int | None = None) -> None:
+        if kind not in INJECT_KINDS:
+            raise ValueError(f"kind must be one of {INJECT_KINDS}")
+        self.call(lambda: self._channel(channel).inject(kind, size))
+
+    def pause_reading(self, seconds: float, channel: int | None = None) -> None:
+        """Stop reading the channel's socket for `seconds` (the client meets TCP backpressure)."""
+        self.call(lambda: self._channel(channel).conn.pause_reading(seconds))
+
+    def drop(self, mode: str = "reset", channel: int | None = None) -> None:
+        """Kill the connection now: "reset" (RST), "close" (FIN, no close frame), "silent"."""
+        self.call(lambda: self._channel(channel).drop(mode))
+
+    # -- recording ------------------------------------------------------------------------
+
+    def frames(self, channel: int | None = None) -> list[dict]:
+        """Every client message received: {"t", "channel", "kind", "frame"} (frame = parsed
+        JSON, or the raw text if not JSON; None for binary/ping/pong/close, with "size")."""
+        return self.recorder.frames(channel)
+
+    def client_frames(self, channel: int | None = None, type: str | None = None) -> list[dict]:
+        """The parsed client frames (dicts) only, optionally of one `type`."""
+        return [
+            e["frame"]
+            for e in self.recorder.frames(channel)
+            if isinstance(e["frame"], dict) and (type is None or e["frame"].get("type") == type)
+        ]
+
+    def sent_frames(self, channel: int | None = None) -> list[dict]:
+        """Every frame sent: {"t", "channel", "kind", "frame"} (kind "text" for protocol frames,
+        "close" for a 1008 close, "inject" for injected faults)."""
+        return self.recorder.sent_frames(channel)
+
+    def events(self, channel: int | None = None, type: str | None = None) -> list[dict]:
+        """The `event` objects of the channel.event frames sent, optionally of one type."""
+        out = []
+        for entry in self.recorder.sent_frames(channel):
+            frame = entry["frame"]
+            if entry["kind"] == "text" and frame.get("type") == "channel.event":
+                if type is None or frame["event"].get("type") == type:
+                    out.append(frame["event"])
+        return out
+
+    def input_pcm(self, channel: int | None = None) -> bytes:
+        """Input audio the provider accepted (PCM16 mono 24 kHz), one channel or all."""
+        return self.recorder.input_pcm(channel)
+
+    def items(self) -> list[dict]:
+        """Every assistant audio item generated: ids, text, total/sent ms, chunk sizes, state."""
+        return self.call(lambda: [item.snapshot() for item in self.host.items.values()])
+
+    def channels(self) -> list[dict]:
+        return self.call(lambda: [c.describe() for c in self.host.channels.values()])
+
+    def on_frame(self, hook: Callable[[dict], None]) -> Callable[[], None]:
+        """`hook(entry)` runs in the server's loop thread for every client message."""
+        return self.recorder.on_frame(hook)
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+        """Block until `predicate()` is truthy (re-checked whenever something is recorded or a
+        channel changes); returns its value; TimeoutError after `timeout` seconds."""
+        return self.recorder.wait_for(predicate, timeout, what)
+
+    async def until(self, predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+        """`wait_for` for code running in the server's own loop."""
+        return await self.recorder.until(predicate, timeout, what)
+
+    def wait_event(
+        self, type: str, n: int = 1, timeout: float = 5.0, channel: int | None = None
+    ) -> dict:
+        """The n-th (1-based) event of `type` sent (on `channel`), waiting for it."""
+
+        def nth() -> dict | None:
+            found = self.events(channel, type)
+            return found[n - 1] if len(found) >= n else None
+
+        return self.wait_for(nth, timeout, f"event {type} #{n}")
+
+    def wait_channel_ended(self, channel: int | None = None, timeout: float = 5.0) -> dict:
+        """Wait until a channel (default: the last one opened) has been torn down."""
+
+        def ended() -> dict | None:
+            chans = self.host.channels
+            cid = channel if channel is not None else (max(chans) if chans else None)
+            ch = chans.get(cid) if cid is not None else None
+            return ch.describe() if ch is not None and ch._torn_down else None
+
+        return self.wait_for(ended, timeout, "channel ended")

@@ -73,6 +73,7 @@ class Recorder:
             self._sent.append(entry)
             if self._sent_file is not None and kind == "text":
                 self._sent_file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+                self._sent_file.flush()
         self._notify(None)
 
     def audio(self, channel: int, pcm: bytes) -> None:

@@ -158,18 +158,24 @@ class WsConnection:
         while True:
             remaining = self._paused_until - time.monotonic()
             if remaining <= 0:
-                break
+                return
             await asyncio.sleep(remaining)
-        transport = self.writer.transport
-        if self._paused_until and not transport.is_closing() and not self.silent:
-            self._paused_until = 0.0
-            transport.resume_reading()
 
     def pause_reading(self, seconds: float) -> None:
         """Stop reading the socket for `seconds`: the kernel buffers fill, the client blocks."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-        if not self.writer.transport.is_closing():
-            self.writer.transport.pause_reading()
+        transport = self.writer.transport
+        if not transport.is_closing():
+            transport.pause_reading()
+        asyncio.get_running_loop().call_later(seconds, self._resume_if_due)
+
+    def _resume_if_due(self) -> None:
+        if self._paused_until - time.monotonic() > 0.001:
+            return  # a longer pause was requested since; its own timer resumes
+        self._paused_until = 0.0
+        transport = self.writer.transport
+        if not transport.is_closing() and not self.silent:
+            transport.resume_reading()
 
     # -- sending ------------------------------------------------------------------------
 

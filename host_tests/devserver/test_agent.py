@@ -404,3 +404,16 @@ def test_generated_reply_when_no_fixture(monkeypatch, make_server, tmp_path):
     pcm = b"".join(base64.b64decode(c["chunk"]["data"]) for c in audio_chunks(frames))
     assert len(pcm) == 3 * 48000 and EnergyVad().feed(pcm)  # 3 s, and it sounds like speech
     assert json.dumps(srv.items()[0]["text"])
+
+
+def test_speech_onset_cancels_a_response_without_output_yet(make_server):
+    srv = make_server(reply_latency_ms=500, reply_speed=0.0)
+    ch, _ = connect(srv)
+    ch.send_text("question")
+    ch.recv_event("turn_committed")
+    ch.stream_audio(fixture_pcm("user_hello.wav"))
+    _, frames = ch.recv_event("turn_committed")
+    types = event_types(frames)
+    assert types[:2] == ["interrupted", "turn_started"]
+    _, frames = ch.recv_event("turn_completed")
+    assert {c["item_id"] for c in audio_chunks(frames)} == {"item_1"}  # the first reply never started

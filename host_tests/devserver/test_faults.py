@@ -161,3 +161,29 @@ def test_timed_pause_reading(make_server):
     ch.send_text("hi")
     ch.recv_event("turn_committed")
     assert time.monotonic() - started >= 0.2
+
+
+def test_silent_drop_after_frames(make_server):
+    srv = make_server(faults=Faults(drop_after_frames=2, drop_mode="silent", silent_hold=0.3))
+    ch, _ = connect(srv)
+    ch.send_text("this one is heard, then the link dies")
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        while True:
+            frame = ch.recv(0.15)
+            assert frame.get("type") != "channel.closed"
+    srv.wait_channel_ended(1, timeout=5)
+    assert srv.channels()[0]["end_reason"] == "dropped (silent)"
+
+
+def test_message_size_limit_ends_the_connection(make_server):
+    srv = make_server(ws_max_message=4096, ws_max_frame=4096)
+    ch, _ = connect(srv)
+    ch.send_audio(silence(20))  # 1.3 KB: fine
+    assert ch.sentinel() == []
+    ch.send_audio(silence(100))  # 6.4 KB of base64: over the limit
+    with pytest.raises((Closed, ConnectionError)):
+        while True:
+            frame = ch.recv(5)
+            assert frame.get("type") != "channel.closed"
+    srv.wait_channel_ended(1)
+    assert srv.input_pcm() == silence(20)

@@ -155,6 +155,9 @@ class VoiceAgent:
             return
         for event in self.vad.feed(pcm):
             if event.kind == "start":
+                # Speech over a response that has not started output yet cancels it, as
+                # OpenAI's server VAD does (interrupt_response); reference 7.4.
+                await self._cancel_reply(announce=True)
                 await self.emit({"type": "turn_started"})
             else:
                 speech_ms = (event.sample - self.vad.speech_start) * 1000 // wire.SAMPLE_RATE_HZ

@@ -219,7 +219,10 @@ class Channel:
             self.poll_status()
         host.recorder.changed()
         log.info("channel %d: opened %s %s", self.id, self.role, self.mode)
-        return not self._drop_due()
+        if self._drop_due():
+            await self.conn.wait_ended()
+            return False
+        return True
 
     async def _session(self) -> None:
         while not self.closed:
@@ -235,6 +238,7 @@ class Channel:
                 await self._dispatch(text)
             # binary, ping, pong: ignored after open (pings were answered by the transport)
             if self._drop_due():
+                await self.conn.wait_ended()  # a silent drop holds the socket for a while
                 return
 
     async def _dispatch(self, text: str) -> None:

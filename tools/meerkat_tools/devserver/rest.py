@@ -86,6 +86,8 @@ def rest_handler(
             f"Content-Length: {len(payload)}",
             "Access-Control-Allow-Origin: *",
         ]
+        if status == 204:
+            head += ["Access-Control-Allow-Methods: POST, OPTIONS", "Access-Control-Allow-Headers: *"]
         if body is not None:
             head.append("Content-Type: application/json")
         if close:

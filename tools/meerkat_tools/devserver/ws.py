@@ -258,6 +258,10 @@ class WsConnection:
                 pass
             self._close_transport()
 
+    async def wait_ended(self) -> None:
+        """Until the socket is gone (after a drop, an abort or the end of a silent hold)."""
+        await self._ended.wait()
+
     def abort(self) -> None:
         """Fault: reset the connection (RST), losing anything unsent."""
         self.dropped = True

@@ -94,3 +94,10 @@ def highpass(buf, off, nsamples, state):
 def scale(buf, off, nsamples, gain_q8):
     vals = [_clamp((v * gain_q8) >> 8) for v in _samples(buf, off, nsamples)]
     struct.pack_into("<%dh" % nsamples, buf, off, *vals)
+
+
+def mix(dst, doff, src, soff, nsamples, gain_q8):
+    a = _samples(dst, doff, nsamples)
+    b = _samples(src, soff, nsamples)
+    vals = [_clamp(x + ((y * gain_q8) >> 8)) for x, y in zip(a, b)]
+    struct.pack_into("<%dh" % nsamples, dst, doff, *vals)

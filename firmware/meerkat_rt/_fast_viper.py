@@ -243,3 +243,28 @@ def scale(buf, off: int, nsamples: int, gain_q8: int):
             v = -32768
         p[base + i] = v
         i += 1
+
+
+@micropython.viper
+def mix(dst, doff: int, src, soff: int, nsamples: int, gain_q8: int):
+    # dst += src * gain_q8/256 on int16 samples, clamped: sums two signals (the simulator's
+    # microphone: a WAV plus the speaker's echo) without a temporary buffer.
+    d = ptr16(dst)
+    s = ptr16(src)
+    di = doff >> 1
+    si = soff >> 1
+    i = 0
+    while i < nsamples:
+        a = int(d[di + i])
+        if a & 0x8000:
+            a -= 0x10000
+        b = int(s[si + i])
+        if b & 0x8000:
+            b -= 0x10000
+        v = a + ((b * gain_q8) >> 8)
+        if v > 32767:
+            v = 32767
+        elif v < -32768:
+            v = -32768
+        d[di + i] = v
+        i += 1

@@ -12,6 +12,7 @@ try:
         highpass,
         mask_copy,
         mean_abs,
+        mix,
         s32_to_s16,
         scale,
     )
@@ -26,6 +27,7 @@ except (ImportError, SyntaxError, ValueError):  # no micropython module / no emi
         highpass,
         mask_copy,
         mean_abs,
+        mix,
         s32_to_s16,
         scale,
     )

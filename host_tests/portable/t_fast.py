@@ -103,3 +103,14 @@ def test_mean_abs_highpass_and_scale():
     fast.highpass(dc, 480, 240, state)
     out = struct.unpack("<480h", bytes(dc))
     assert out[0] == 8000 and abs(out[-1]) < 800, (out[0], out[-1])
+
+
+def test_mix_adds_scaled_and_clamps():
+    a = [0, 100, -100, 30000, -30000, 7]
+    b = [256, -512, 1000, 20000, -20000, -7]
+    for gain in (0, 26, 256, 512):
+        dst = bytearray(struct.pack("<%dh" % len(a), *a))
+        src = struct.pack("<2h%dh" % len(b), 9, 9, *b)
+        fast.mix(dst, 0, src, 4, len(a), gain)
+        got = list(struct.unpack("<%dh" % len(a), bytes(dst)))
+        assert got == [_clamp(x + ((y * gain) >> 8)) for x, y in zip(a, b)], gain

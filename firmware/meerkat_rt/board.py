@@ -1,0 +1,191 @@
+# meerkat_rt.board: boards/<name>.json -> a validated dict; builds the machine.I2S objects.
+#
+# The only firmware module that imports machine (lazily, in make_mic/make_speaker). Every field
+# is checked once; an error names the board and the field (boards/README.md documents them).
+# Needed only at start-up: the app may drop it from sys.modules afterwards to free its heap.
+import json
+
+RATE = 24000
+
+
+class BoardError(ValueError):
+    pass
+
+
+_REQ = ()  # marker: the field has no default
+# field: kind, low, high, default. Kinds: p pin, i int, n number, b bool, s str, m speaker mode
+_MIC = {
+    "i2s": ("i", 0, 1, _REQ),
+    "sck": ("p", 0, 48, _REQ),
+    "ws": ("p", 0, 48, _REQ),
+    "sd": ("p", 0, 48, _REQ),
+    "bits": ("i", 16, 32, 16),
+    "shift": ("i", 0, 24, None),
+    "ibuf": ("i", 2048, 131072, 16384),
+    "highpass": ("b", 0, 0, False),
+    "model": ("s", 0, 0, ""),
+}
+_SPEAKER = {
+    "i2s": ("i", 0, 1, _REQ),
+    "sck": ("p", 0, 48, _REQ),
+    "ws": ("p", 0, 48, _REQ),
+    "sd": ("p", 0, 48, _REQ),
+    "ibuf": ("i", 2048, 131072, 8192),
+    "mode": ("m", 0, 0, "drain"),
+    "block_ms": ("i", 10, 100, 20),
+    "gain_db": ("n", -40, 12, 0),
+    "enable": ("p", 0, 48, None),
+    "enable_level": ("i", 0, 1, 1),
+    "flush": ("b", 0, 0, True),
+    "model": ("s", 0, 0, ""),
+}
+_TOP = {
+    "name": ("s", 0, 0, ""),
+    "description": ("s", 0, 0, ""),
+    "psram": ("b", 0, 0, False),
+    "ring_ms": ("i", 80, 10000, None),
+    "playback_ms": ("i", 200, 10000, None),
+    "echo_coupling_db": ("n", -40, 20, -6),
+    "notes": ("t", 0, 0, ""),
+}
+
+
+def _fields(name, raw, spec, where):
+    if type(raw) is not dict:
+        raise BoardError("board %s: %s must be an object" % (name, where or "the file"))
+    for key in raw:
+        if key not in spec and not (where == "" and key in ("mic", "speaker")):
+            raise BoardError("board %s: unknown field %s%s" % (name, where and where + ".", key))
+    out = {}
+    for key in spec:
+        kind, lo, hi, default = spec[key]
+        field = (where and where + ".") + key
+        v = raw.get(key, default)
+        if v is _REQ:
+            raise BoardError("board %s: %s is missing" % (name, field))
+        if v is not None:
+            t = type(v)
+            if kind in "pi" and (t is not int or not lo <= v <= hi):
+                what = "a pin number (0-48)" if kind == "p" else "an integer %d..%d" % (lo, hi)
+                raise BoardError("board %s: %s must be %s" % (name, field, what))
+            if kind == "n" and (t not in (int, float) or not lo <= v <= hi):
+                raise BoardError("board %s: %s must be a number %d..%d" % (name, field, lo, hi))
+            if kind == "b" and t is not bool:
+                raise BoardError("board %s: %s must be true or false" % (name, field))
+            if kind == "s" and t is not str:
+                raise BoardError("board %s: %s must be a string" % (name, field))
+            if kind == "t" and not (t is str or t is list and all(type(x) is str for x in v)):
+                raise BoardError("board %s: %s must be a string or a list of strings" % (name, field))
+            if kind == "m" and v not in ("drain", "irq", "poll"):
+                raise BoardError('board %s: %s must be "drain", "irq" or "poll"' % (name, field))
+        out[key] = v
+    return out
+
+
+def check(raw, name="?"):
+    """Validate a decoded board object and fill in the defaults; returns a new dict."""
+    b = _fields(name, raw, _TOP, "")
+    b["name"] = b["name"] or name
+    for key in ("mic", "speaker"):
+        if key not in raw:
+            raise BoardError("board %s: %s is missing (use null for a board without one)" % (name, key))
+    mic = raw["mic"]
+    if mic is not None:
+        mic = _fields(name, mic, _MIC, "mic")
+        if mic["bits"] not in (16, 32):
+            raise BoardError("board %s: mic.bits must be 16 or 32" % name)
+        if mic["shift"] is None:
+            mic["shift"] = 16 if mic["bits"] == 32 else 0
+        elif mic["bits"] == 16 and mic["shift"]:
+            raise BoardError("board %s: mic.shift must be 0 with bits 16 (the port keeps the top 16 bits)" % name)
+    spk = _fields(name, raw["speaker"], _SPEAKER, "speaker")
+    if mic is not None:
+        if mic["i2s"] == spk["i2s"]:
+            raise BoardError("board %s: speaker.i2s must differ from mic.i2s (one I2S object per direction)" % name)
+        for a in ("sck", "ws", "sd", "enable"):
+            for c in ("sck", "ws", "sd"):
+                if spk[a] == mic[c]:
+                    raise BoardError("board %s: speaker.%s uses pin %d, already mic.%s" % (name, a, spk[a], c))
+    b["mic"] = mic
+    b["speaker"] = spk
+    # Buffers: 2 s where PSRAM holds them; a no-PSRAM heap (~110 KB) affords a few frames.
+    if b["ring_ms"] is None:
+        b["ring_ms"] = 2000 if b["psram"] else 280
+    if b["playback_ms"] is None:
+        b["playback_ms"] = 2000 if b["psram"] else 300
+    return b
+
+
+def _candidates(name):
+    if name.endswith(".json") or "/" in name:
+        return (name,)
+    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+    f = name + ".json"
+    # cwd (a checkout, the simulator), the device's root, next to the package, the checkout
+    return ("boards/" + f, "/boards/" + f, here + "/boards/" + f, here + "/" + f, here + "/../../boards/" + f)
+
+
+def load(name_or_path):
+    """Read a board by name (boards/<name>.json, looked up in a few places) or path."""
+    name = name_or_path.rsplit("/", 1)[-1]
+    if name.endswith(".json"):
+        name = name[:-5]
+    for path in _candidates(name_or_path):
+        try:
+            f = open(path)
+        except OSError:
+            continue
+        try:
+            raw = json.load(f)
+        except ValueError:
+            raise BoardError("board %s: %s is not valid JSON" % (name, path))
+        finally:
+            f.close()
+        return check(raw, name)
+    raise BoardError("board %s: no file %s.json in boards/ (known: see boards/README.md)" % (name, name))
+
+
+def _i2s(sec, rx):
+    from machine import I2S
+
+    return I2S(sec["i2s"], **_kwargs(sec, I2S.RX if rx else I2S.TX))
+
+
+def _kwargs(sec, mode):
+    from machine import I2S, Pin
+
+    bits = sec.get("bits", 16)
+    return {
+        "sck": Pin(sec["sck"]),
+        "ws": Pin(sec["ws"]),
+        "sd": Pin(sec["sd"]),
+        "mode": mode,
+        "bits": bits,
+        "format": I2S.MONO,
+        "rate": RATE,
+        "ibuf": sec["ibuf"],
+    }
+
+
+def make_mic(b):
+    """The microphone's machine.I2S (RX, 24 kHz mono)."""
+    if b["mic"] is None:
+        raise BoardError("board %s: mic is null: no microphone usable through machine.I2S" % b["name"])
+    return _i2s(b["mic"], True)
+
+
+def speaker_kwargs(b):
+    """I2S.init() arguments of the speaker: Player(reinit=...) uses them to flush the DMA."""
+    from machine import I2S
+
+    return _kwargs(b["speaker"], I2S.TX)
+
+
+def make_speaker(b):
+    """The speaker's machine.I2S (TX, 16-bit, 24 kHz mono), with the amplifier enabled."""
+    from machine import Pin
+
+    spk = b["speaker"]
+    if spk["enable"] is not None:
+        Pin(spk["enable"], Pin.OUT, value=spk["enable_level"])
+    return _i2s(spk, False)

@@ -1,0 +1,403 @@
+# meerkat_rt.playback: assistant audio -> PCM ring -> I2S speaker, with a per-item cursor.
+#
+# Downlink audio is base64-decoded while it streams in from the socket, straight into a
+# preallocated PCM ring: begin_chunk(), feed_b64() as text arrives (a partial quad is carried
+# between calls), then commit_chunk(item_id, content_index) makes it playable and attributes it
+# to its item, or abort_chunk() forgets it. The caller keeps space() ahead of what it feeds.
+#
+# The cursor: for each assistant item (the current one and a few before it, a fixed table),
+#   received = bytes committed, accepted = bytes the I2S driver took,
+#   played   = accepted - what the DMA queue still holds, from a model of that queue: it grows
+#              by what is written and drains at 48 bytes/ms (24 kHz, 16-bit mono), floored at
+#              0 on underrun. Acceptance is timestamped after the write returns and the model
+#              carries SLACK (one DMA descriptor, after an underrun new data can wait behind
+#              the one being sent, plus 2 ms of tick rounding), so played never runs ahead of
+#              what the DAC really clocked out;
+#   heard_ms = max(0, min(played, received) // 48 - margin_ms)   (reference 9.3).
+# stop_now() flushes the ring and, given the I2S init arguments, the DMA queue (deinit + init:
+# the only flush machine.I2S has); later chunks of a stopped item are dropped.
+#
+# Speaker modes (board/config "speaker_mode"):
+#   "drain": the run() task, asyncio out_buf/drain (reference/micropython-notes.md 1.3); the
+#            default on MicroPython. CPython's asyncio cannot wrap a fake I2S: there it falls
+#            back to "poll".
+#   "irq":   I2S.irq(): write() returns at once, the driver copies in the background and calls
+#            back; the callback only sets a flag and poll() accounts and re-arms from the pump
+#            (no shared state touched in scheduler context). For ESP32-S3 with octal PSRAM,
+#            where drain() hangs (micropython#16029).
+#   "poll":  poll() from the pump writes what the DMA accepts right now (ASYNCIO mode, partial
+#            writes). No allocation at all.
+# Writes go straight from the ring (write(buf, off, n): MicroPython's stream write takes an
+# offset and a length), so only "drain" slices (one memoryview per block).
+from array import array
+
+from . import fast
+from .capture import arm
+from .compat import IS_MICROPYTHON, const, sleep_ms, ticks_diff, ticks_ms
+
+POLL = "poll"
+IRQ = "irq"
+DRAIN = "drain"
+
+_K = const(4)  # items tracked: the current one and three before it
+_MASK = const(0x3FFFFFFF)  # DAC stream positions wrap here (stay small ints on the ESP32)
+_CELL = const(480)  # level history granularity: 10 ms of audio
+_SLACK = const(608)  # one TX DMA descriptor (256 frames x 2 bytes) + 2 ms of tick rounding
+_FREE = 0  # marks an unused item slot (ids are str, or None for anonymous audio)
+
+
+class Player:
+    def __init__(self, i2s, capacity=19200, ibuf=8192, mode=DRAIN, block_ms=20, gain_db=0, margin_ms=100, reinit=None):
+        if capacity < 9600:
+            raise ValueError("playback: capacity must hold a 200 ms chunk (9600 bytes)")
+        if mode == DRAIN and not IS_MICROPYTHON:
+            mode = POLL
+        self.i2s = i2s
+        self.mode = mode
+        self.margin_ms = margin_ms
+        self.clock = ticks_ms  # replaceable in tests
+        self._reinit = reinit  # I2S.init() keyword arguments: enables the DMA flush
+        self._cap = capacity & ~1
+        self.buf = bytearray(self._cap)
+        self._block = block_ms * 48
+        self._ibuf = ibuf
+        self._gain = int(256 * 10 ** (gain_db / 20) + 0.5)
+        self._rd = self._n = self._t = self._busy = 0  # read index, committed, tentative, in flight
+        self._carry = bytearray(4)
+        self._nc = 0
+        self._pad = False
+        self._ids = [_FREE] * _K
+        self._recv = array("i", bytes(4 * _K))
+        self._acc = array("i", bytes(4 * _K))
+        self._end = array("i", bytes(4 * _K))  # DAC stream position after the item's last byte
+        self._stop = bytearray(_K)
+        self._next = 0  # next table slot to (re)use: the oldest
+        self._last = -1  # slot of the newest committed item
+        self._se = bytearray(_K)  # segments of the ring: item slot, bytes (ring order)
+        self._sn = array("i", bytes(4 * _K))
+        self._sh = self._sc = 0
+        self._q = self._tq = self._pos = 0  # DAC queue model: bytes at time _tq; stream position
+        self._cells = array("H", bytes(2 * (ibuf // _CELL + 4)))  # output level per 10 ms
+        self._irq_done = False
+        self._flush_req = False
+        self.underruns = self.chunks = self.bytes = self.dropped = self.flushes = 0
+        if mode == IRQ:
+            self._cb = self._irq
+            i2s.irq(self._cb)
+        elif mode == POLL:
+            arm(i2s)
+
+    ####################################################################
+    # Downlink side
+
+    def space(self):
+        return self._cap - self._n - (self._t if self._t > 0 else 0)
+
+    def begin_chunk(self):
+        self._t = self._nc = 0
+        self._pad = False
+
+    def abort_chunk(self):
+        self._t = self._nc = 0
+
+    def feed_b64(self, buf, off, n):
+        """Decode base64 text into the ring, tentatively. False: invalid base64 (or more than
+        space()); the caller then aborts the chunk."""
+        if self._t < 0:
+            return True  # the chunk was cut by stop_now(): swallow the rest of it
+        nc = self._nc
+        if self._pad or (nc + n) // 4 * 3 > self.space():
+            return False  # text after '=' padding, or the caller overran space()
+        if nc:
+            k = min(4 - nc, n)
+            fast.copy(self._carry, nc, buf, off, k)
+            nc += k
+            off += k
+            n -= k
+            if nc < 4:
+                self._nc = nc
+                return True
+            if not self._dec(self._carry, 0, 4) or (self._pad and n):
+                return False
+        m = n & ~3
+        if m and not self._dec(buf, off, m) or (self._pad and n > m):
+            return False
+        fast.copy(self._carry, 0, buf, off + m, n - m)
+        self._nc = n - m
+        return True
+
+    def _dec(self, src, off, n):
+        k = fast.b64_decode(self.buf, self._cap, (self._rd + self._n + self._t) % self._cap, src, off, n)
+        if k < 0:
+            return False
+        self._t += k
+        self._pad = k < n // 4 * 3
+        return True
+
+    def commit_chunk(self, item_id, content_index=0):
+        """Make the decoded chunk playable as part of item_id. Returns its duration in ms, 0 if
+        dropped (a stopped item, or no room in the item table), -1 if the base64 was cut short."""
+        t = self._t & ~1  # whole samples only
+        nc = self._nc
+        self._t = self._nc = 0
+        if t <= 0 or nc:
+            return -1 if nc else 0
+        e = self._find(item_id)
+        if e < 0:
+            e = self._new(item_id)
+        if e < 0 or self._stop[e] or not self._push_seg(e, t):
+            self.dropped += 1
+            return 0
+        if self._gain != 256:
+            w = (self._rd + self._n) % self._cap
+            k = min(t, self._cap - w)
+            fast.scale(self.buf, w, k >> 1, self._gain)
+            fast.scale(self.buf, 0, (t - k) >> 1, self._gain)
+        self._n += t
+        self._recv[e] += t
+        self._last = e
+        self.chunks += 1
+        self.bytes += t
+        return t // 48
+
+    def _find(self, item_id):
+        for e in range(_K):
+            if self._ids[e] is not _FREE and self._ids[e] == item_id:
+                return e
+        return -1
+
+    def _new(self, item_id):
+        e = self._next
+        if self._inring(e):
+            return -1  # four items queued in the ring: cannot happen with a sane server
+        self._ids[e] = item_id
+        self._recv[e] = self._acc[e] = self._end[e] = self._stop[e] = 0
+        self._next = (e + 1) % _K
+        return e
+
+    def _inring(self, e):
+        for i in range(self._sc):
+            if self._se[(self._sh + i) % _K] == e:
+                return True
+        return False
+
+    def _push_seg(self, e, t):
+        j = (self._sh + self._sc - 1) % _K
+        if self._sc and self._se[j] == e:
+            self._sn[j] += t
+            return True
+        if self._sc == _K:
+            return False
+        j = (j + 1) % _K
+        self._se[j] = e
+        self._sn[j] = t
+        self._sc += 1
+        return True
+
+    ####################################################################
+    # Speaker side
+
+    def _span(self):
+        # The next contiguous run of committed bytes to write (after any in flight).
+        start = (self._rd + self._busy) % self._cap
+        k = min(self._n - self._busy, self._cap - start)
+        return k if self.mode == POLL or k < self._block else self._block
+
+    def poll(self, now=None):
+        """Pump hook (modes poll and irq): write what the speaker takes now. True if it did."""
+        did = False
+        if self.mode == IRQ:
+            if self._busy and self._irq_done:
+                self._done(self._busy, self.clock())
+                did = True
+            k = self._span() if not self._busy else 0
+            if k:
+                self._irq_done = False
+                self._busy = k
+                self.i2s.write(self.buf, self._rd, k)  # returns at once; _irq() when copied
+                did = True
+        elif self.mode == POLL:
+            k = self._span()
+            if k:
+                k = self.i2s.write(self.buf, self._rd, k)
+                if k:
+                    self._done(k, self.clock())
+                    did = True
+        if self._q and not self._queued(self.clock(), _SLACK):
+            self._q = 0  # drained: forget the old timestamp (ticks wrap after days)
+        return did
+
+    def _irq(self, i2s):
+        self._irq_done = True  # scheduler context: only a flag, poll() does the rest
+
+    async def run(self):
+        """The speaker task for mode "drain": create it with asyncio.create_task(player.run())."""
+        import asyncio
+
+        sw = asyncio.StreamWriter(self.i2s, {})
+        mv = memoryview(self.buf)
+        while True:
+            k = self._span()
+            if k:
+                self._busy = k
+                sw.out_buf = mv[self._rd : self._rd + k]  # skip write(): drain() polls (1.3)
+                await sw.drain()
+                self._done(k, self.clock())
+                if self._flush_req:
+                    self._flush()
+            else:
+                await sleep_ms(5)
+
+    def _queued(self, now, slack):
+        # Bytes still in the DMA queue by the model (+ slack while anything is queued).
+        if not self._q:
+            return 0
+        d = ticks_diff(now, self._tq)
+        q = self._q + slack - 48 * (d if d > 0 else 0)
+        return q if q > 0 else 0
+
+    def _done(self, k, now):
+        # k bytes at the ring's read index were accepted by the I2S driver.
+        q = self._queued(now, 0)
+        rd = self._rd
+        level = fast.mean_abs(self.buf, rd, k >> 1)
+        cells = self._cells
+        nc = len(cells)
+        p = self._pos
+        c = p // _CELL
+        if p % _CELL:  # a cell shared with the previous write keeps the louder level
+            cells[c % nc] = max(cells[c % nc], level)
+            c += 1
+        while c * _CELL < p + k:
+            cells[c % nc] = level
+            c += 1
+        if not q and self._acc[self._se[self._sh]]:
+            self.underruns += 1  # the DAC ran dry inside an item
+        self._pos = self._consume(k, True)
+        self._q = min(q + k, self._ibuf)
+        self._tq = now
+        self._busy = 0
+
+    def _consume(self, k, accepted):
+        # Take k bytes off the front of the ring and its segments; returns the stream position.
+        p = self._pos
+        while k:
+            j = self._sh
+            e = self._se[j]
+            m = min(k, self._sn[j])
+            if accepted:
+                self._acc[e] += m
+                p = (p + m) & _MASK
+                self._end[e] = p
+            self._sn[j] -= m
+            if not self._sn[j]:
+                self._sh = (j + 1) % _K
+                self._sc -= 1
+            self._rd = (self._rd + m) % self._cap
+            self._n -= m
+            k -= m
+        return p
+
+    def stop_now(self):
+        """Barge-in: silence now. Flushes the ring (not a block already handed to the driver
+        in irq/drain mode) and, with reinit, the DMA queue; the current and unfinished items are
+        marked stopped and their late chunks dropped; a chunk being decoded is abandoned."""
+        now = self.clock()
+        for e in range(_K):
+            if self._ids[e] is not _FREE and (e == self._last or self._played(e, now) < self._recv[e]):
+                self._stop[e] = 1
+        keep = self._busy
+        i = 0
+        while i < self._sc and keep:
+            j = (self._sh + i) % _K
+            if self._sn[j] > keep:
+                self._sn[j] = keep
+            keep -= self._sn[j]
+            i += 1
+        self._sc = i
+        self._n = self._busy
+        self._t = -1
+        if self._reinit is not None:
+            if self.mode == DRAIN and self._busy:
+                self._flush_req = True  # after the block being drained (<= block_ms)
+            else:
+                self._flush()
+
+    def _flush(self):
+        now = self.clock()
+        for e in range(_K):
+            self._acc[e] = self._played(e, now)  # the queued rest is never played
+        self._q = 0
+        self._flush_req = False
+        self.flushes += 1
+        i2s = self.i2s
+        i2s.deinit()
+        i2s.init(**self._reinit)  # also leaves ASYNCIO/irq mode: set it up again
+        if self.mode == IRQ:
+            self._consume(self._busy, False)  # the transfer in flight died with the driver task
+            self._busy = 0
+            i2s.irq(self._cb)
+        elif self.mode == POLL:
+            arm(i2s)
+
+    def resume(self):
+        """Accept anonymous (id None) audio again after stop_now(): call when a new response
+        starts. Items with ids stay stopped."""
+        e = self._find(None)
+        if e >= 0:
+            self._stop[e] = 0
+
+    ####################################################################
+    # The cursor and other queries
+
+    def _played(self, e, now):
+        a = self._acc[e]
+        q = self._queued(now, _SLACK) - ((self._pos - self._end[e]) & _MASK)
+        return a - (0 if q < 0 else q if q < a else a)
+
+    def received_ms(self, item_id):
+        e = self._find(item_id)
+        return self._recv[e] // 48 if e >= 0 else 0
+
+    def played_ms(self, item_id):
+        e = self._find(item_id)
+        return self._played(e, self.clock()) // 48 if e >= 0 else 0
+
+    def heard_ms(self, item_id):
+        """What to send as audio_played_ms: never more than was played and received."""
+        e = self._find(item_id)
+        if e < 0:
+            return 0
+        h = min(self._played(e, self.clock()), self._recv[e]) // 48 - self.margin_ms
+        return h if h > 0 else 0
+
+    def finished(self, item_id):
+        """All audio received for the item has been played (True for an unknown item)."""
+        e = self._find(item_id)
+        return e < 0 or self._played(e, self.clock()) >= self._recv[e]
+
+    def is_stopped(self, item_id):
+        e = self._find(item_id)
+        return e >= 0 and self._stop[e] == 1
+
+    def current_item(self):
+        """Id of the item being heard (the oldest not finished nor stopped), else the newest
+        item; None when there is none (or it is anonymous)."""
+        now = self.clock()
+        for i in range(_K):
+            e = (self._next + i) % _K
+            if self._ids[e] is not _FREE and not self._stop[e] and self._played(e, now) < self._recv[e]:
+                return self._ids[e]
+        return self._ids[self._last] if self._last >= 0 else None
+
+    def idle(self):
+        """Nothing left to play: ring empty and the DMA queue drained."""
+        return not self._n and not self._busy and not self._queued(self.clock(), _SLACK)
+
+    def level_now(self):
+        """Mean absolute level of the samples leaving the speaker now (0 when silent)."""
+        q = self._queued(self.clock(), 0)
+        if not q:
+            return 0
+        cells = self._cells
+        return cells[((self._pos - q) & _MASK) // _CELL % len(cells)]

@@ -1,0 +1,89 @@
+# meerkat_rt.ring: the uplink ring, fixed slots of base64 text with a send cursor.
+#
+# Capture encodes each PCM frame straight into the next slot; the uplink sends slots in order
+# from slot_buffer (no copy, no per-frame object). Slot metadata lives in preallocated arrays.
+# A frame of N PCM bytes is 4N/3 base64 characters; N must be a multiple of 6 (whole samples
+# and whole base64 quads, so no '=' padding and consecutive frames concatenate cleanly).
+#
+# Counting, exact at every moment: captured == sent + dropped + discarded + pending.
+#   dropped:   overwritten while due to be sent (the network fell behind; capture never waits)
+#   discarded: thrown away on purpose (overwritten while held, release(), discard_pending())
+#   pending:   in the ring, not sent yet (held or due)
+# The uplink must copy a slot out (ws.put) and call mark_sent() in the same poll: a push in
+# between may overwrite the oldest slot.
+from array import array
+
+from . import fast
+
+
+class FrameRing:
+    def __init__(self, slots, frame_bytes):
+        if frame_bytes % 6 or slots < 2:
+            raise ValueError("ring: frame_bytes must be a multiple of 6 and slots >= 2")
+        self.slots = slots
+        self.frame_bytes = frame_bytes
+        self.frame_ms = frame_bytes // 48  # 24 kHz mono 16-bit: 48 bytes per ms
+        self.slot_len = frame_bytes * 4 // 3
+        self.slot_buffer = bytearray(slots * self.slot_len)
+        self._seq = array("i", bytes(4 * slots))
+        self._time = array("i", bytes(4 * slots))
+        self._head = 0  # oldest pending slot
+        self.held = False
+        self.captured = self.sent = self.dropped = self.discarded = self.pending = 0
+
+    def push_pcm(self, pcm, off, t_ms):
+        """Encode one frame (frame_bytes of pcm from off) into the next slot; returns the slot."""
+        if self.pending == self.slots:  # full: the oldest goes
+            self._drop_oldest(1)
+        i = (self._head + self.pending) % self.slots
+        fast.b64_encode(self.slot_buffer, i * self.slot_len, pcm, off, self.frame_bytes)
+        self._seq[i] = self.captured  # seq stays a small int for 2**31 frames (2.7 years)
+        self._time[i] = t_ms
+        self.captured += 1
+        self.pending += 1
+        return i
+
+    def _drop_oldest(self, n):
+        self._head = (self._head + n) % self.slots
+        self.pending -= n
+        if self.held:
+            self.discarded += n
+        else:
+            self.dropped += n
+
+    def peek(self):
+        """The slot to send next, or -1 (nothing pending, or held)."""
+        return -1 if self.held or not self.pending else self._head
+
+    def mark_sent(self):
+        if self.pending and not self.held:
+            self._head = (self._head + 1) % self.slots
+            self.pending -= 1
+            self.sent += 1
+
+    def slot_offset(self, i):
+        return i * self.slot_len
+
+    def seq(self, i):
+        return self._seq[i]
+
+    def time(self, i):
+        return self._time[i]
+
+    def hold(self):
+        """Gate the microphone: pending and new frames stay in the ring, unsent."""
+        self.held = True
+
+    def release(self, preroll_ms=0):
+        """Ungate: keep the newest preroll_ms of held frames (rounded up to whole frames) for
+        sending, discard the older ones. A no-op when not held."""
+        keep = (preroll_ms + self.frame_ms - 1) // self.frame_ms
+        if self.held and self.pending > keep:
+            self._drop_oldest(self.pending - keep)  # counted as discarded: still held here
+        self.held = False
+
+    def discard_pending(self):
+        held = self.held
+        self.held = True
+        self._drop_oldest(self.pending)
+        self.held = held

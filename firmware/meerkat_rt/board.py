@@ -12,59 +12,41 @@ class BoardError(ValueError):
     pass
 
 
-_REQ = ()  # marker: the field has no default
-# field: kind, low, high, default. Kinds: p pin, i int, n number, b bool, s str, m speaker mode
-_MIC = {
-    "i2s": ("i", 0, 1, _REQ),
-    "sck": ("p", 0, 48, _REQ),
-    "ws": ("p", 0, 48, _REQ),
-    "sd": ("p", 0, 48, _REQ),
-    "bits": ("i", 16, 32, 16),
-    "shift": ("i", 0, 24, None),
-    "ibuf": ("i", 2048, 131072, 16384),
-    "highpass": ("b", 0, 0, False),
-    "model": ("s", 0, 0, ""),
-}
-_SPEAKER = {
-    "i2s": ("i", 0, 1, _REQ),
-    "sck": ("p", 0, 48, _REQ),
-    "ws": ("p", 0, 48, _REQ),
-    "sd": ("p", 0, 48, _REQ),
-    "ibuf": ("i", 2048, 131072, 8192),
-    "mode": ("m", 0, 0, "drain"),
-    "block_ms": ("i", 10, 100, 20),
-    "gain_db": ("n", -40, 12, 0),
-    "enable": ("p", 0, 48, None),
-    "enable_level": ("i", 0, 1, 1),
-    "flush": ("b", 0, 0, True),
-    "model": ("s", 0, 0, ""),
-}
-_TOP = {
-    "name": ("s", 0, 0, ""),
-    "description": ("s", 0, 0, ""),
-    "psram": ("b", 0, 0, False),
-    "ring_ms": ("i", 80, 10000, None),
-    "playback_ms": ("i", 200, 10000, None),
-    "echo_coupling_db": ("n", -40, 20, -6),
-    "notes": ("t", 0, 0, ""),
-}
+# Fields: [kind, low, high, default]; no default = required. Kinds: p pin, i integer, n number,
+# b bool, s string, t string or list of strings (notes), m speaker mode, o object (mic, speaker).
+# A JSON string, parsed only while checking: a table of tuples would stay in the heap.
+_SPEC = """{
+"": {"name": ["s", 0, 0, ""], "description": ["s", 0, 0, ""], "psram": ["b", 0, 0, false],
+  "ring_ms": ["i", 80, 10000, null], "playback_ms": ["i", 200, 10000, null],
+  "echo_coupling_db": ["n", -40, 20, -6], "notes": ["t", 0, 0, ""], "mic": ["o"], "speaker": ["o"]},
+"mic": {"i2s": ["i", 0, 1], "sck": ["p", 0, 48], "ws": ["p", 0, 48], "sd": ["p", 0, 48],
+  "bits": ["i", 16, 32, 16], "shift": ["i", 0, 24, null], "ibuf": ["i", 2048, 131072, 16384],
+  "highpass": ["b", 0, 0, false], "model": ["s", 0, 0, ""]},
+"speaker": {"i2s": ["i", 0, 1], "sck": ["p", 0, 48], "ws": ["p", 0, 48], "sd": ["p", 0, 48],
+  "ibuf": ["i", 2048, 131072, 8192], "mode": ["m", 0, 0, "drain"], "block_ms": ["i", 10, 100, 20],
+  "gain_db": ["n", -40, 12, 0], "enable": ["p", 0, 48, null], "enable_level": ["i", 0, 1, 1],
+  "flush": ["b", 0, 0, true], "model": ["s", 0, 0, ""]}
+}"""
 
 
 def _fields(name, raw, spec, where):
     if type(raw) is not dict:
-        raise BoardError("board %s: %s must be an object" % (name, where or "the file"))
+        raise BoardError("board %s: %s must be an object" % (name, where[:-1] or "the file"))
     for key in raw:
-        if key not in spec and not (where == "" and key in ("mic", "speaker")):
-            raise BoardError("board %s: unknown field %s%s" % (name, where and where + ".", key))
+        if key not in spec:
+            raise BoardError("board %s: unknown field %s%s" % (name, where, key))
     out = {}
     for key in spec:
-        kind, lo, hi, default = spec[key]
-        field = (where and where + ".") + key
-        v = raw.get(key, default)
-        if v is _REQ:
-            raise BoardError("board %s: %s is missing" % (name, field))
-        if v is not None:
+        s = spec[key]
+        kind = s[0]
+        field = where + key
+        if key not in raw and len(s) < 4:
+            raise BoardError("board %s: %s is missing%s" % (name, field, " (null: none)" if kind == "o" else ""))
+        v = raw.get(key, s[3] if len(s) > 3 else None)
+        if v is not None and kind != "o":
             t = type(v)
+            lo = s[1]
+            hi = s[2]
             if kind in "pi" and (t is not int or not lo <= v <= hi):
                 what = "a pin number (0-48)" if kind == "p" else "an integer %d..%d" % (lo, hi)
                 raise BoardError("board %s: %s must be %s" % (name, field, what))
@@ -84,21 +66,19 @@ def _fields(name, raw, spec, where):
 
 def check(raw, name="?"):
     """Validate a decoded board object and fill in the defaults; returns a new dict."""
-    b = _fields(name, raw, _TOP, "")
+    spec = json.loads(_SPEC)
+    b = _fields(name, raw, spec[""], "")
     b["name"] = b["name"] or name
-    for key in ("mic", "speaker"):
-        if key not in raw:
-            raise BoardError("board %s: %s is missing (use null for a board without one)" % (name, key))
-    mic = raw["mic"]
+    mic = b["mic"]
     if mic is not None:
-        mic = _fields(name, mic, _MIC, "mic")
+        mic = _fields(name, mic, spec["mic"], "mic.")
         if mic["bits"] not in (16, 32):
             raise BoardError("board %s: mic.bits must be 16 or 32" % name)
         if mic["shift"] is None:
             mic["shift"] = 16 if mic["bits"] == 32 else 0
         elif mic["bits"] == 16 and mic["shift"]:
             raise BoardError("board %s: mic.shift must be 0 with bits 16 (the port keeps the top 16 bits)" % name)
-    spk = _fields(name, raw["speaker"], _SPEAKER, "speaker")
+    spk = _fields(name, b["speaker"], spec["speaker"], "speaker.")
     if mic is not None:
         if mic["i2s"] == spk["i2s"]:
             raise BoardError("board %s: speaker.i2s must differ from mic.i2s (one I2S object per direction)" % name)

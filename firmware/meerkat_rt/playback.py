@@ -135,19 +135,37 @@ class Player:
         return True
 
     def commit_chunk(self, item_id, content_index=0):
-        """Make the decoded chunk playable as part of item_id. Returns its duration in ms, 0 if
-        dropped (a stopped item, or no room in the item table), -1 if the base64 was cut short."""
+        """Make the decoded chunk playable as part of item_id (content parts of one item are
+        counted together). Returns its duration in ms, 0 if dropped (a stopped item, or no room
+        in the item table), -1 if the base64 was cut short."""
         t = self._t & ~1  # whole samples only
         nc = self._nc
         self._t = self._nc = 0
         if t <= 0 or nc:
             return -1 if nc else 0
+        se = self._se
+        sc = self._sc
+        j = (self._sh + sc - 1) % _K  # the newest segment
         e = self._find(item_id)
-        if e < 0:
-            e = self._new(item_id)
-        if e < 0 or self._stop[e] or not self._push_seg(e, t):
+        if e < 0:  # a new item takes the oldest table slot, unless that one is still queued
+            e = self._next
+            for i in range(sc):
+                if se[(self._sh + i) % _K] == e:
+                    e = -1
+            if e >= 0:
+                self._ids[e] = item_id
+                self._recv[e] = self._acc[e] = self._end[e] = self._stop[e] = 0
+                self._next = (e + 1) % _K
+        if e < 0 or self._stop[e] or sc == _K and se[j] != e:
             self.dropped += 1
             return 0
+        if sc and se[j] == e:
+            self._sn[j] += t
+        else:
+            j = (j + 1) % _K
+            se[j] = e
+            self._sn[j] = t
+            self._sc = sc + 1
         if self._gain != 256:
             w = (self._rd + self._n) % self._cap
             k = min(t, self._cap - w)
@@ -165,34 +183,6 @@ class Player:
             if self._ids[e] is not _FREE and self._ids[e] == item_id:
                 return e
         return -1
-
-    def _new(self, item_id):
-        e = self._next
-        if self._inring(e):
-            return -1  # four items queued in the ring: cannot happen with a sane server
-        self._ids[e] = item_id
-        self._recv[e] = self._acc[e] = self._end[e] = self._stop[e] = 0
-        self._next = (e + 1) % _K
-        return e
-
-    def _inring(self, e):
-        for i in range(self._sc):
-            if self._se[(self._sh + i) % _K] == e:
-                return True
-        return False
-
-    def _push_seg(self, e, t):
-        j = (self._sh + self._sc - 1) % _K
-        if self._sc and self._se[j] == e:
-            self._sn[j] += t
-            return True
-        if self._sc == _K:
-            return False
-        j = (j + 1) % _K
-        self._se[j] = e
-        self._sn[j] = t
-        self._sc += 1
-        return True
 
     ####################################################################
     # Speaker side
@@ -240,7 +230,7 @@ class Player:
             k = self._span()
             if k:
                 self._busy = k
-                sw.out_buf = mv[self._rd : self._rd + k]  # skip write(): drain() polls (1.3)
+                sw.out_buf = mv[self._rd : self._rd + k]  # type: ignore  # skip write(): drain() polls
                 await sw.drain()
                 self._done(k, self.clock())
                 if self._flush_req:
@@ -332,7 +322,7 @@ class Player:
         self.flushes += 1
         i2s = self.i2s
         i2s.deinit()
-        i2s.init(**self._reinit)  # also leaves ASYNCIO/irq mode: set it up again
+        i2s.init(**self._reinit)  # type: ignore  # this also leaves ASYNCIO/irq mode: redo it
         if self.mode == IRQ:
             self._consume(self._busy, False)  # the transfer in flight died with the driver task
             self._busy = 0

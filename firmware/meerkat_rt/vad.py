@@ -5,8 +5,8 @@
 # speaker's (what is coming out of it right now, from Player.level_now()). A block is loud when
 # the mic level exceeds
 #     max(floor * snr + min_level,  floor + coupling * speaker_envelope * echo_margin)
-# - floor: the tracked noise floor, fast down, slow up (slower still during speech, frozen while
-#   the speaker plays so the echo does not become "noise");
+# - floor: the tracked noise floor, starting at the first block's level, fast down, slow up
+#   (slower still during speech, frozen while the speaker plays: the echo is not "noise");
 # - speaker_envelope: peak-held speaker level with a slow decay, because the echo arrives late
 #   (DMA queues, the air, the room) and rings on after the speaker stops;
 # - coupling: mic level / speaker level, learnt from blocks where the speaker plays and nobody
@@ -40,7 +40,7 @@ class VAD:
         self.min_level = (11 - sensitivity) * 24  # 5: 144 (about -47 dBFS mean-abs)
         self.echo_q4 = _q(6, 16)  # 6 dB over the expected echo
         self.coupling = min(_MAX_COUPLING, _q(coupling_db, 4096))  # Q12
-        self.floor = 0  # Q4
+        self.floor = -1  # Q4; -1: not measured yet (set from the first block)
         self.speaker = 0  # peak-held speaker level
         self.threshold = 0
         self.speaking = False
@@ -53,6 +53,8 @@ class VAD:
         if speaker > s:
             s = speaker
         self.speaker = s
+        if self.floor < 0:
+            self.floor = mic << 4
         floor = self.floor >> 4
         t = (floor * self.snr_q4 >> 4) + self.min_level
         e = floor + ((self.coupling * s >> 12) * self.echo_q4 >> 4)

@@ -228,7 +228,7 @@ def test_any_input_after_output_started_preempts(make_server, kind):
 
 
 def test_input_before_output_started_is_staged_not_preemptive(make_server):
-    srv = make_server(reply_latency_ms=300, reply_speed=0.0)
+    srv = make_server(reply_latency_ms=500, reply_speed=0.0)
     ch, _ = connect(srv)
     ch.send_text("question")
     ch.recv_event("turn_committed")

@@ -66,17 +66,17 @@ def test_drop_now_via_api(srv):
 
 
 def test_silent_drop_keeps_the_target_busy_until_the_socket_dies(make_server):
-    srv = make_server(faults=Faults(silent_hold=0.6))
+    srv = make_server(faults=Faults(silent_hold=1.0))
     ch, _ = connect(srv)
     srv.drop("silent")
-    ch.send_text("hello?")
-    with pytest.raises(websocket.WebSocketTimeoutException):
-        ch.recv(0.3)  # nothing comes back on a dead link
     info = srv.open_info()
     probe = Channel(info["ws_url"])
     probe.send({"type": "channel.open", "protocol_version": "2", "open_token": info["open_token"],
                 "role": "primary", "turning_mode": "provider_managed"})
     assert probe.recv()["code"] == "target_busy"  # the real server has no idle timeout either
+    ch.send_text("hello?")
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        ch.recv(0.3)  # nothing comes back on a dead link
     srv.wait_channel_ended(1, timeout=5)
     _, opened = connect(srv)
     assert opened["type"] == "channel.opened"
@@ -155,12 +155,16 @@ def test_pause_reading_applies_backpressure(make_server):
 
 
 def test_timed_pause_reading(make_server):
-    srv = make_server(faults=Faults(pause_reading_at=0.0, pause_reading_for=0.3))
+    srv = make_server(faults=Faults(pause_reading_at=0.1, pause_reading_for=0.3))
     ch, _ = connect(srv)
-    started = time.monotonic()
-    ch.send_text("hi")
-    ch.recv_event("turn_committed")
-    assert time.monotonic() - started >= 0.2
+    for _ in range(30):  # a frame every 20 ms for 0.6 s, across the pause
+        ch.send_audio(silence(20))
+        time.sleep(0.02)
+    srv.wait_for(lambda: len(srv.frames()) >= 31, timeout=5)
+    stamps = [e["t"] for e in srv.frames()]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert max(gaps) >= 0.25  # nothing was read while the server was not reading
+    assert srv.faults.pause_reading_at is None
 
 
 def test_silent_drop_after_frames(make_server):

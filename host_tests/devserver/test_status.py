@@ -153,7 +153,7 @@ def test_realtime_status_follows_the_channel(srv):
     try:
         assert state()["state"] == "closed"
         ch, _ = connect(srv, policy={"max_attempts": 1000, "initial_backoff_ms": 50, "max_backoff_ms": 100,
-                                      "max_total_ms": 800})
+                                      "max_total_ms": 1200})
         assert state() == {"state": "ready", "attempt_count": 0}
         srv.force_reconnect_cycle(succeed=False)
         ch.recv_until(lambda f: is_event(f, "needs_reattach"))

@@ -61,7 +61,7 @@ class DevServer:
         self.recorder.loop_thread = threading.get_ident()
         opts = self.options
         bind = socket.getaddrinfo(opts.host, None, type=socket.SOCK_STREAM)[0]
-        family, address = bind[0], bind[4][0]
+        family, address = bind[0], str(bind[4][0])
         rpc = await self._listen(rpc_handler(self.api), family, address, opts.rpc_port, limit=1 << 20)
         self._rpc_addr = rpc.sockets[0].getsockname()[:2]
         ws = await self._listen(self.host.handle_ws, family, address, opts.ws_port, rcvbuf=opts.ws_recv_buffer)

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 
 from websockets.frames import Opcode
 from websockets.http11 import Request
@@ -55,6 +56,8 @@ class WsConnection:
     ):
         self.reader = reader
         self.writer = writer
+        # A read/write socket transport (typed WriteTransport on StreamWriter).
+        self.transport = cast(asyncio.Transport, writer.transport)
         self.protocol = ServerProtocol(max_size=(max_message, max_frame), logger=_quiet)
         self.peer = writer.get_extra_info("peername")
         self.dropped = False
@@ -106,6 +109,7 @@ class WsConnection:
             if self._eof or self.dropped:
                 return None
             await self._wait_unpaused()
+            data = b""
             if not self.silent and not self.dropped:
                 data = await self._read()
             if self.silent:  # a dead link: nothing arrives until the socket is aborted
@@ -164,7 +168,7 @@ class WsConnection:
     def pause_reading(self, seconds: float) -> None:
         """Stop reading the socket for `seconds`: the kernel buffers fill, the client blocks."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-        transport = self.writer.transport
+        transport = self.transport
         if not transport.is_closing():
             transport.pause_reading()
         asyncio.get_running_loop().call_later(seconds, self._resume_if_due)
@@ -173,7 +177,7 @@ class WsConnection:
         if self._paused_until - time.monotonic() > 0.001:
             return  # a longer pause was requested since; its own timer resumes
         self._paused_until = 0.0
-        transport = self.writer.transport
+        transport = self.transport
         if not transport.is_closing() and not self.silent:
             transport.resume_reading()
 
@@ -271,7 +275,7 @@ class WsConnection:
     def go_silent(self) -> None:
         """Fault: the link dies without a trace; the socket stays open until `abort()`."""
         self.silent = True
-        transport = self.writer.transport
+        transport = self.transport
         if not transport.is_closing():
             transport.pause_reading()
 

@@ -415,7 +415,7 @@ class WebSocket:
                 buf, off, end = self.tx, self._tx_off, self._tx_end
             else:
                 buf, off, end = self._ctl, self._ctl_off, self._ctl_n
-            k = s.write(buf, off, end - off)
+            k = s.write(buf, off, end - off)  # type: ignore  # the stubs lack write(buf, off, n)
             if not k:
                 return did
             did = True
@@ -446,7 +446,7 @@ class WebSocket:
             did = self._parse()
         else:
             try:
-                n = self.sock.readinto(self.rx)  # type: ignore
+                n = self.sock.readinto(self.rx)  # type: ignore  # not None while open
             except OSError as e:
                 self._shutdown(1006, "connection lost: %s" % e)
                 return True

@@ -8,7 +8,9 @@ import asyncio
 import importlib
 import itertools
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,13 +59,19 @@ class Client:
             finally:
                 log.sink = sink
             return json.loads(json.dumps(result))  # the same JSON round trip as the unix port
-        proc = mpy.run(
-            HERE / "wscli.py",
-            [module, scenario, json.dumps(args)],
-            search_path=[self._scen, HERE, self._mpy],
-            heap=heap,
-            timeout=timeout,
-        )
+        # Arguments go through a file: the unix port aborts on an argv entry of >= 256 chars.
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(args, f)
+        try:
+            proc = mpy.run(
+                HERE / "wscli.py",
+                [module, scenario, "@" + f.name],
+                search_path=[self._scen, HERE, self._mpy],
+                heap=heap,
+                timeout=timeout,
+            )
+        finally:
+            os.unlink(f.name)
         self.last_output = proc.stdout + proc.stderr
         for line in proc.stdout.splitlines():
             if line.startswith("RESULT "):

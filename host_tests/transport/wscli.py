@@ -5,6 +5,8 @@
 #
 # Scenarios are async functions taking one dict of arguments and returning a JSON-able dict;
 # the same functions run in-process under CPython (host_tests/transport/conftest.py).
+# An argument "@path" names a file holding the JSON instead: the unix-port wheel aborts with
+# "FATAL: uncaught NLR" on any command-line argument of 256 characters or more.
 import asyncio
 import json
 import sys
@@ -12,7 +14,11 @@ import sys
 
 def main(argv):
     module = __import__(argv[1])
-    args = json.loads(argv[3])
+    text = argv[3]
+    if text.startswith("@"):
+        with open(text[1:]) as f:
+            text = f.read()
+    args = json.loads(text)
     try:
         result = asyncio.run(getattr(module, argv[2])(args))
     except Exception as exc:  # report, do not crash: the test prints it

@@ -58,7 +58,9 @@ class WsConnection:
         self.writer = writer
         # A read/write socket transport (typed WriteTransport on StreamWriter).
         self.transport = cast(asyncio.Transport, writer.transport)
-        self.protocol = ServerProtocol(max_size=(max_message, max_frame), logger=_quiet)
+        self.protocol = ServerProtocol(max_size=max_message, logger=_quiet)
+        if hasattr(self.protocol, "max_fragment_size"):  # recent websockets: a frame limit too
+            self.protocol.max_fragment_size = max_frame
         self.peer = writer.get_extra_info("peername")
         self.dropped = False
         self.silent = False  # the link is "dead": no reads, no writes

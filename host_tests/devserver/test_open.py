@@ -12,6 +12,7 @@ import websocket
 
 from meerkat_tools.devserver import Faults
 from meerkat_tools.devserver.tokens import OpenError, TokenStore
+from meerkat_tools.devserver.wire import OPEN_BIND_ERROR_CODES
 
 from ._client import Channel, Closed, connect, open_frame, rpc_open_info
 
@@ -185,10 +186,11 @@ def test_target_busy_consumes_the_token(srv):
     assert opened["status"] == READY
 
 
-def test_bind_failure_fault(make_server):
-    srv = make_server(faults=Faults(open_error="runtime_not_ready"))
+@pytest.mark.parametrize("code", OPEN_BIND_ERROR_CODES)
+def test_bind_failure_fault(make_server, code):
+    srv = make_server(faults=Faults(open_error=code))
     info = srv.open_info()
-    error = refused(first(srv, open_frame(info["open_token"])), "runtime_not_ready")
+    error = refused(first(srv, open_frame(info["open_token"])), code)
     assert error["message"].startswith("realtime open failed: ")
     refused(first(srv, open_frame(info["open_token"])), "invalid_open_token")  # consumed
     _, opened = connect(srv)  # the fault fired once; the slot was released

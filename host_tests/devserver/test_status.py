@@ -186,7 +186,7 @@ def test_timed_reconnect_fault(make_server):
 
 
 @pytest.mark.parametrize("code", ["authentication_failed", "invalid_request", "content_filtered",
-                                  "model_not_found", "provider_session_failed"])
+                                  "model_not_found", "provider_session_failed", "provider_session_closed"])
 def test_terminal_provider_error(srv, code):
     ch, _ = connect(srv)
     srv.force_provider_error(code)

@@ -71,6 +71,7 @@ PROVIDER_ERROR_CODES = (
     "content_filtered",
     "model_not_found",
     "provider_session_failed",
+    "provider_session_closed",  # a clean provider close whose reattach marking failed
 )
 # Bind failures a forced open error may carry (section 1.6 step 10).
 OPEN_BIND_ERROR_CODES = (

@@ -460,6 +460,10 @@ class WebSocket:
                 self._rx_end = n
                 did = True
                 self._parse()
+        iv = self._ka_iv
+        if iv and self.state == _OPEN and ticks_diff(now, self._last_rx) >= iv and ticks_diff(now, self._last_ping) >= iv:
+            self._last_ping = now
+            self.ping()
         try:
             did = self._flush() or did
         except OSError as e:
@@ -471,9 +475,6 @@ class WebSocket:
         elif self._ka_to and ticks_diff(now, self._last_rx) > self._ka_to:
             log.warn("ws", "nothing received for %d ms: link dead", self._ka_to)
             self._shutdown(1006, "keepalive timeout")
-        elif self._ka_iv and ticks_diff(now, self._last_rx) >= self._ka_iv and ticks_diff(now, self._last_ping) >= self._ka_iv:
-            self._last_ping = now
-            self.ping()
         return did
 
     def keepalive(self, interval_ms, timeout_ms=0):

@@ -1,0 +1,43 @@
+"""Bootstrap and the WebSocket transport against the development server (tools/meerkat_tools/
+devserver): realtime/open_info over JSON-RPC and REST, then channel.open / channel.opened /
+channel.close over the client's own WebSocket, on CPython and on the unix port."""
+
+from __future__ import annotations
+
+import pytest
+
+devserver = pytest.importorskip("meerkat_tools.devserver")
+
+
+@pytest.fixture(scope="module")
+def dev():
+    with devserver.DevServer.running(devserver.ServerOptions(turning_modes=("provider_managed",))) as srv:
+        yield srv
+
+
+def _settings(dev, transport, **extra):
+    s = {"target": dev.target, "timeout_ms": 5000}
+    if transport == "rpc":
+        s["rpc"] = "%s:%d" % dev.rpc_address
+    else:
+        s["rest"] = dev.rest_url
+    s.update(extra)
+    return s
+
+
+@pytest.mark.parametrize("transport", ["rpc", "rest"])
+def test_open_channel_through_the_devserver(client, dev, transport):
+    r = client.run("sc_boot", "open_channel", settings=_settings(dev, transport), timeout=60)
+    assert r["ws_url"] == dev.ws_url
+    assert (r["opened"], r["role"]) == ("channel.opened", "primary")
+    assert r["after_close"][-1] == "channel.closed"
+    assert r["close_code"] == 1006  # Meerkat drops the socket after channel.closed, no Close frame
+    assert not any("open_token" in line for line in r["log"])
+
+
+@pytest.mark.parametrize("transport", ["rpc", "rest"])
+def test_devserver_errors(client, dev, transport):
+    r = client.run("sc_boot", "fetch", settings=_settings(dev, transport, target={"type": "session_target", "session_id": "nope"}))
+    assert (r.get("kind"), r.get("retryable")) == ("session_not_found", False), r
+    r = client.run("sc_boot", "fetch", settings=_settings(dev, transport, turning_mode="explicit_commit"))
+    assert (r.get("kind"), r.get("retryable")) == ("turning_mode_unsupported", False), r

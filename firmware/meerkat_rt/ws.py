@@ -45,16 +45,18 @@ class WebSocketError(Exception):
 class MessageBuffer:
     """The default sink: assembles one whole message (bounded by its capacity).
 
-    While `ready` is true the WebSocket stops parsing at the next frame boundary (the bytes wait
-    in its staging buffer, then in the kernel: TCP back-pressure), so no message is ever lost.
-    Consumers take the message with take() (allocates a str/bytes) or read buf[:length] in
-    place and call release() (allocation-free)."""
+    Sink protocol: feed(buf, off, n, first, last, is_text) gets the payload of each message in
+    pieces (first/last mark the message's first and last piece; buf is only valid during the
+    call); a truthy `hold` attribute makes the WebSocket stop handing anything on (the bytes
+    wait in its staging buffer, then in the kernel: TCP back-pressure). Here hold == ready: a
+    complete message waits, so no message is ever overwritten. Consumers take it with take()
+    (allocates a str/bytes) or read buf[:length] in place and call release() (allocation-free)."""
 
     def __init__(self, capacity):
         self.buf = bytearray(capacity)
         self.length = 0
         self.is_text = False
-        self.ready = False
+        self.ready = self.hold = False
 
     def feed(self, buf, off, n, first, last, is_text):
         if first:
@@ -66,13 +68,13 @@ class MessageBuffer:
         fast.copy(self.buf, self.length, buf, off, n)
         self.length = end
         if last:
-            self.ready = True
+            self.ready = self.hold = True
 
     def release(self):
-        self.ready = False
+        self.ready = self.hold = False
 
     def take(self):
-        self.ready = False
+        self.ready = self.hold = False
         data = bytes(memoryview(self.buf)[: self.length])
         return data.decode() if self.is_text else data
 
@@ -340,7 +342,6 @@ class WebSocket:
         self._tx_off = 0
         self._tx_end = self._pend
         self._fill = -1
-        self.frames_out += 1
 
     def send_text_nowait(self, data, binary=False):
         """Queue one small frame (str is encoded: allocates). False when not ready to send."""
@@ -387,7 +388,6 @@ class WebSocket:
         fast.mask_copy(c, 6, c, 6, m, self._key, 0)
         self._ctl_off = 0
         self._ctl_n = 6 + m
-        self.frames_out += 1
         return True
 
     def _flush(self):
@@ -432,6 +432,7 @@ class WebSocket:
             else:
                 self._ctl_off = self._ctl_n = 0
             self._wsel = 0
+            self.frames_out += 1
 
     # ---------------------------------------------------------------- receiving and polling
 
@@ -460,6 +461,8 @@ class WebSocket:
                 self._rx_end = n
                 did = True
                 self._parse()
+        if self._rx_off < self._rx_end:
+            self._last_rx = now  # held back by the sink: not reading is no sign of a dead link
         iv = self._ka_iv
         if iv and self.state == _OPEN and ticks_diff(now, self._last_rx) >= iv and ticks_diff(now, self._last_ping) >= iv:
             self._last_ping = now
@@ -490,13 +493,14 @@ class WebSocket:
             self._rx_off = self._rx_end
             return True
         buf = self.rx
+        sink = self.sink
         i = start = self._rx_off
         end = self._rx_end
         while i < end:
             need = self._need
             if need:
-                if self._hn == 0 and self.sink.ready:
-                    break  # back-pressure: the sink still holds a whole message
+                if self._hn == 0 and getattr(sink, "hold", False):
+                    break  # back-pressure: the sink takes nothing now
                 k = need - self._hn
                 if k > end - i:
                     k = end - i
@@ -533,7 +537,9 @@ class WebSocket:
                 fast.copy(self._cin, self._cn, buf, i, k)
                 self._cn += k
             elif self.state == _OPEN:
-                self.sink.feed(buf, i, k, self._first, self._fin and k == self._rem, self._mop == 1)
+                if getattr(sink, "hold", False):
+                    break
+                sink.feed(buf, i, k, self._first, self._fin and k == self._rem, self._mop == 1)
                 self._first = False
             i += k
             self._rem -= k

@@ -312,3 +312,19 @@ def test_message_buffer_capacity():
         raise AssertionError("overflow accepted")
     except ValueError:
         pass
+
+
+def test_sink_hold_pauses_reading_mid_frame():
+    # A sink that cannot take more (say the speaker ring is full) sets hold: the ws stops
+    # handing on bytes, even inside a frame, and stops reading the socket.
+    data = frame(2, bytes(range(200)))
+    sock = FakeSock(data, chunk=50)
+    rec = Recorder()
+    w = opened(sock, max_message=1024, rx_size=64, sink=rec)
+    pump(w, 2)  # 2 reads of 50 bytes: a 4-byte header and 96 payload bytes handed on
+    rec.hold = True
+    pump(w, 10)
+    assert sock.pos == 150 and len(rec.messages[0][0]) == 96  # one more read, nothing handed on
+    rec.hold = False
+    pump(w, 10)
+    assert bytes(rec.messages[0][0]) == bytes(range(200)) and not rec.inside

@@ -107,6 +107,8 @@ async def call(settings, method, params, check=None):
         )
     except protocol.ProtocolError as e:
         raise BootstrapError("%s: bad answer from %s: %s" % (method, where, e.reason), "protocol", False)
+    except MemoryError:  # an answer line far larger than any open_info
+        raise BootstrapError("%s: answer from %s too large" % (method, where), "protocol", False)
 
 
 async def _rpc(host, port, method, params):
@@ -139,6 +141,8 @@ async def _rest(host, port, path, params, where):
         w.write(body)
         await w.drain()
         status = (await r.readline()).decode().strip()
+        if not status:
+            raise OSError("connection closed before the answer")
         parts = status.split(" ")
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
             raise protocol.ProtocolError("not an HTTP response: '%s'" % status[:40])

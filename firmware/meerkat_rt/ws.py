@@ -190,7 +190,8 @@ class WebSocket:
         deadline = ticks_add(ticks_ms(), timeout_ms)
         phase = "connect"
         try:
-            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]  # blocks (DNS)
+            # IPv4 only (URLs with IPv6 literals are not parsed either); blocks while resolving.
+            ai = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0]
             s = socket.socket(ai[0], ai[1], ai[2])
             self.sock = s
             s.setblocking(False)

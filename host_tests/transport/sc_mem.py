@@ -85,9 +85,14 @@ async def stream(a):
     pcm = _pcm()
     slot = bytearray(_B64)
     w = WebSocket(max_message=1024, rx_size=512, tx_size=a.get("tx", 2800))
+    ctx = None
+    if a.get("ca"):
+        from meerkat_rt import tls
+
+        ctx = tls.context(ca_file=a["ca"])
     gc.collect()
     free0 = gc.mem_free() if hasattr(gc, "mem_free") else -1
-    await w.connect(a["url"])
+    await w.connect(a["url"], tls=ctx)
     t0 = ticks_ms()
     await _stream(w, t, pcm, slot, n, 0, -1)
     ms = ticks_diff(ticks_ms(), t0)

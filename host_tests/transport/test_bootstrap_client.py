@@ -88,6 +88,13 @@ def test_unreachable(client, peers, transport):
     assert "cannot reach 127.0.0.1:%d" % port in r["error"]
 
 
+@pytest.mark.parametrize("transport", ["rpc", "rest"])
+def test_hangup_before_the_answer(client, peers, transport):
+    r = client.run("sc_boot", "fetch", settings=_settings(peers, transport, "hangup"))
+    assert (r["kind"], r["retryable"]) == ("unreachable", True), r
+    assert "closed before the answer" in r["error"]
+
+
 def test_not_json(client, peers):
     r = client.run("sc_boot", "fetch", settings=_settings(peers, "rpc", "garbage"))
     assert (r["kind"], r["retryable"]) == ("protocol", False) and "not valid JSON" in r["error"], r

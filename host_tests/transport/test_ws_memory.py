@@ -17,6 +17,16 @@ def test_30s_of_audio_frames_arrive_intact(client, peers):
           f"{r['mem_free_before']}, after {r['mem_free_after']}")
 
 
+def test_30s_of_audio_frames_over_tls(client, peers):
+    # Partial TLS writes: a write that returned "try again" is retried with the same data.
+    cid = client.cid("memtls")
+    r = client.run("sc_mem", "stream", n=FRAMES, ca=peers.certs["ca_der"],
+                   url=peers.url("wss", f"/mem?id={cid}"), timeout=120)
+    assert r["reply"] == {"frames": FRAMES, "bad": 0, "first_bad": None}, r
+    print(f"\n{client.runtime} over TLS: {FRAMES} frames in {r['ms']} ms; heap free before "
+          f"{r['mem_free_before']}, after {r['mem_free_after']}")
+
+
 def test_no_allocation_per_frame_on_the_unix_port(mp_client, peers):
     r = mp_client.run("sc_mem", "alloc", n=200, sink_url=peers.url("ws", "/sink"),
                       flood_url=peers.url("ws", "/flood?n=220&size=2620"), timeout=120)

@@ -393,6 +393,8 @@ class Peers:
             if sid == "slow":
                 await reader.read()
                 return
+            if sid == "hangup":
+                return
             if sid == "garbage":
                 writer.write(b"this is not json\n")
                 await writer.drain()
@@ -424,6 +426,8 @@ class Peers:
             sid = (params.get("target") or {}).get("session_id")
             if sid == "slow":
                 await reader.read()
+                return
+            if sid == "hangup":
                 return
             if method != "POST" or not path.startswith("/realtime/"):
                 status, payload = "404 Not Found", b"no such route"

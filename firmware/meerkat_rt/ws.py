@@ -226,11 +226,10 @@ class WebSocket:
                 s = self.sock = _HostSock(s, again)
             phase = "upgrade"
             await self._upgrade(s, host, port, path, host_header, deadline, where, timeout_ms)
+            self.state = _OPEN
         except WebSocketError:
-            self._shutdown()
             raise
         except Exception as e:  # OSError; ValueError: mbedtls verification; ssl.SSLError
-            self._shutdown()
             why = str(e).strip()
             code = e.args[0] if e.args else 0
             if phase == "connect":
@@ -238,7 +237,9 @@ class WebSocket:
             if tls is not None and (isinstance(e, ValueError) or (type(code) is int and code < 0) or phase[0] == "T"):
                 raise WebSocketError("TLS handshake with %s failed: %s" % (where, why))
             raise WebSocketError("connection to %s failed during the %s: %s" % (where, phase, why))
-        self.state = _OPEN
+        finally:
+            if self.state != _OPEN:  # failed or cancelled: never leak the socket
+                self._shutdown(1006, "connect failed")
         self.open = True
         self._last_rx = self._last_ping = ticks_ms()
         log.info("ws", "open %s", where)
@@ -373,9 +374,9 @@ class WebSocket:
             buf[at + i] = k[i]
 
     def _control(self, op, src, n, code=0):
-        # Build a control frame in the control buffer unless a write of it is under way or a
-        # close is queued or sent (nothing may follow a close); a newer pong replaces an older.
-        if self._wsel == 2 or self._close_q or self._sent_close or self.state == _IDLE:
+        # Build a control frame in the control buffer unless a write of it is under way; pings
+        # and pongs only while open (nothing may follow a close); a newer pong replaces an older.
+        if self._wsel == 2 or (op != 8 and self.state != _OPEN):
             return False
         c = self._ctl
         m = n + (2 if code else 0)

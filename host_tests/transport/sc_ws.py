@@ -112,3 +112,16 @@ async def send_after_close(a):
     except WebSocketError as e:
         err = str(e)
     return _state(w, error=err, can_send=w.can_send(), nowait=w.send_text_nowait("x"))
+
+
+async def connect_cancelled(a):
+    # A connect cancelled from outside (here by wait_for) leaves no socket behind.
+    import asyncio
+
+    w = WebSocket(max_message=1024)
+    try:
+        await asyncio.wait_for(w.connect(a["url"], timeout_ms=5000), 0.3)
+        return {"cancelled": False}
+    except asyncio.TimeoutError:
+        pass
+    return _state(w, cancelled=True, sock=w.sock is None, state=w.state)

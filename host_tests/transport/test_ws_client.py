@@ -172,3 +172,8 @@ def test_send_after_close_is_refused(client, peers):
     assert (r["close_code"], r["close_reason"]) == (4001, "client bye")
     assert r["error"].startswith("not open") and r["can_send"] is False and r["nowait"] is False
     assert peers.wait(cid)["close_code"] == 4001
+
+
+def test_cancelled_connect_leaves_no_socket(client, peers):
+    r = client.run("sc_ws", "connect_cancelled", url=peers.url("raw", "/silent"))
+    assert r["cancelled"] and r["sock"] and r["state"] == 3 and not r["open"], r

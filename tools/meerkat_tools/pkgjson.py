@@ -46,8 +46,9 @@ def render() -> str:
     return '{\n  "urls": [\n' + ",\n".join(rows) + f'\n  ],\n  "version": "{version()}"\n}}\n'
 
 
-def write(path: Path = PACKAGE_JSON) -> bool:
+def write(path: Path | None = None) -> bool:
     """Write package.json; returns True when its content changed."""
+    path = path or PACKAGE_JSON
     text = render()
     if path.exists() and path.read_text() == text:
         return False
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PACKAGE_JSON} is out of date: run python -m meerkat_tools.pkgjson", file=sys.stderr)
             return 1
         return 0
-    changed = write()
+    changed = write(PACKAGE_JSON)
     print(f"{PACKAGE_JSON}: {'written' if changed else 'up to date'} ({len(device_modules())} modules)")
     return 0
 

@@ -57,7 +57,7 @@ def write(path: Path | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meerkat_tools.pkgjson", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m meerkat_tools.pkgjson", description="Write firmware/package.json (for mip) from the firmware directory.")
     parser.add_argument("--check", action="store_true", help="only check; exit 1 when out of date")
     args = parser.parse_args(argv)
     paths.require_checkout()

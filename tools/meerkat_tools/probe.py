@@ -84,7 +84,7 @@ def _rpc_call(host: str, port: int, method: str, params: dict, timeout: float) -
         while True:
             line = f.readline(1 << 20)
             if not line:
-                raise ConnectionError("the connection closed before an answer")
+                raise protocol.ProtocolError("it closed the connection without answering")
             if not line.strip():
                 continue
             try:
@@ -156,7 +156,7 @@ def bootstrap(args: argparse.Namespace, params: dict) -> tuple[dict, str]:
         host, port = _hostport(args.rpc)
     else:
         kind, where = "rest", args.rest
-        host = _rest_parts(args.rest)[0]
+        host, port, _ = _rest_parts(args.rest)
     try:
         if kind == "rpc":
             info = _rpc_call(host, port, "realtime/open_info", params, timeout)
@@ -176,7 +176,7 @@ def bootstrap(args: argparse.Namespace, params: dict) -> tuple[dict, str]:
             f"realtime/open_info refused by {where}: {e.message} ({e.code}): {_bootstrap_hint(e, args)}", EXIT_BOOTSTRAP
         ) from None
     except (protocol.ProtocolError, http.client.HTTPException) as e:
-        what = "the rkat-rpc --tcp port" if kind == "rpc" else "the rkat-rest URL"
+        what = "the rkat-rpc --tcp port (not --realtime-ws)" if kind == "rpc" else "the rkat-rest URL"
         reason = getattr(e, "reason", None) or str(e) or type(e).__name__
         raise ProbeError(f"{where} did not answer like Meerkat ({reason}): is it {what}?", EXIT_BOOTSTRAP) from None
     return info, host
@@ -277,8 +277,9 @@ class Lost(Exception):
 class Channel:
     """The WebSocket after the upgrade: frames in (parsed, printed), frames out."""
 
-    def __init__(self, ws: websocket.WebSocket, args: argparse.Namespace, t0: float):
+    def __init__(self, ws: websocket.WebSocket, url: str, args: argparse.Namespace, t0: float):
         self.ws = ws
+        self.url = url
         self.args = args
         self.t0 = t0
         self.reply = Reply()
@@ -491,7 +492,7 @@ def probe(args: argparse.Namespace) -> int:
             "(bound to a LAN address, with --allow-remote)?",
             EXIT_OPEN,
         ) from None
-    ch = Channel(ws, args, t0)
+    ch = Channel(ws, ws_url, args, t0)
     try:
         return run_channel(ch, token, pcm, info)
     except Lost as e:
@@ -516,7 +517,7 @@ def run_channel(ch: Channel, token: str, pcm: bytes | None, info: dict) -> int:
             hint = OPEN_HINTS.get(err["code"], "see the server's log")
             raise ProbeError(f"channel.open refused: {err['code']}: {err['message']}: {hint}", EXIT_OPEN)
         raise ProbeError(
-            f"no channel.opened within {args.open_timeout:g} s of channel.open: is {ch.ws.url} a Meerkat realtime host?",
+            f"no channel.opened within {args.open_timeout:g} s of channel.open: is {ch.url} a Meerkat realtime host?",
             EXIT_OPEN,
         )
     if ch.opened["capabilities"] != info["capabilities"]:
@@ -529,10 +530,11 @@ def run_channel(ch: Channel, token: str, pcm: bytes | None, info: dict) -> int:
             ch.wait(lambda: ch.closed_reason is not None, time.monotonic() + args.timeout)
         return close(ch)
 
-    if args.text is not None:
-        ch.send(protocol.text_input_frame(args.text), f"text sent: {_q(args.text)}")
-    else:
+    if pcm is not None:
         stream_wav(ch, pcm, explicit, args.speed)
+    else:
+        text = str(args.text)
+        ch.send(protocol.text_input_frame(text), f"text sent: {_q(text)}")
     if explicit and ch.closed_reason is None:
         ch.send(protocol.COMMIT_TURN_FRAME, "channel.commit_turn sent")
     input_done = time.monotonic()

@@ -1,0 +1,321 @@
+"""meerkat-probe against the development server, in process, on 127.0.0.1: text and WAV turns,
+what the server received, the printed lines, and the errors a user meets (bad session, nothing
+listening, wrong port, refused open, a channel that never opens, a failed channel)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import wave
+
+import pytest
+import websocket
+
+from meerkat_tools import paths, probe
+from meerkat_tools.devserver import DevServer, Faults, ServerOptions
+
+QUESTION = paths.FIXTURES / "user_question.wav"
+# A quick reply (no pacing) after a short pause: output must not start before the probe has
+# stopped sending audio, as with a real model, or its last frames would preempt the reply.
+FAST = dict(reply_latency_ms=150, reply_speed=0.0)
+
+
+@pytest.fixture
+def server():
+    stack = contextlib.ExitStack()
+
+    def make(faults: Faults | None = None, **overrides) -> DevServer:
+        opts = dict(FAST, **overrides)
+        return stack.enter_context(DevServer.running(ServerOptions(faults=faults or Faults(), **opts)))
+
+    with stack:
+        yield make
+
+
+def rpc(srv: DevServer) -> str:
+    return "%s:%d" % srv.rpc_address
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = probe.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("meerkat-probe: error: "), err
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wav_pcm(path) -> bytes:
+    with wave.open(str(path), "rb") as w:
+        return w.readframes(w.getnframes())
+
+
+# -- turns -------------------------------------------------------------------------------------
+
+
+def test_text_turn(server, capsys):
+    srv = server()
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "What is the weather?")
+    assert code == 0, out + err
+    token = srv.client_frames(type="channel.open")[0]["open_token"]
+    assert token not in out + err and f"token {token[:8]}…" in out
+    lines = out.splitlines()
+    assert lines[0].startswith(f"bootstrap: realtime/open_info via rpc {rpc(srv)} for session_target {srv.session_id}")
+    assert lines[1].startswith(f"open_info: ws_url {srv.ws_url}, token {token[:8]}…, expires ")
+    assert "channel.opened role primary, protocol 2, status ready (attempt 0)" in out
+    assert "capabilities: input text,audio; output text,audio; turning provider_managed,explicit_commit; " in out
+    assert "audio in audio/pcm @ 24000 Hz / 1 ch; audio out audio/pcm @ 24000 Hz / 1 ch" in out
+    for line in ('text sent: "What is the weather?"', 'input_transcript_final "What is the weather?"',
+                 "turn_committed", "output_audio_chunk item_1 ", "turn_completed", "channel.closed client_closed"):
+        assert line in out, line
+    item = srv.items()[0]
+    assert f"reply: {item['sent_ms']} ms of audio in {item['chunks']} chunks" in out
+    assert out.rstrip().endswith("meerkat-probe: ok")
+    # What the server got: channel.open first (protocol "2"), the text, channel.close.
+    frames = srv.client_frames()
+    assert [f["type"] for f in frames] == ["channel.open", "channel.input", "channel.close"]
+    assert frames[0] == {"type": "channel.open", "protocol_version": "2", "open_token": token,
+                         "role": "primary", "turning_mode": "provider_managed"}
+    assert frames[1]["chunk"] == {"kind": "text_chunk", "text": "What is the weather?"}
+
+
+def test_wav_turn_in_real_time_over_rest(server, capsys, tmp_path):
+    srv = server()
+    reply_wav = tmp_path / "reply.wav"
+    code, out, err = run(capsys, "--rest", srv.rest_url, "--session-id", srv.session_id,
+                         "--wav", str(QUESTION), "--save-reply", str(reply_wav))
+    assert code == 0, out + err
+    pcm = wav_pcm(QUESTION)
+    entries = [e for e in srv.frames() if isinstance(e["frame"], dict) and e["frame"]["type"] == "channel.input"]
+    chunks = [e["frame"]["chunk"] for e in entries]
+    assert all(c["mime_type"] == "audio/pcm" and c["sample_rate_hz"] == 24000 and c["channels"] == 1 for c in chunks)
+    got = srv.input_pcm()
+    # 40 ms frames of the WAV, bit-exact, until the server's VAD committed the turn.
+    assert len(got) == 1920 * len(chunks) and got == pcm[: len(got)]
+    assert "turn_committed" in out and f"stopped sending at turn_committed ({len(chunks) * 40} ms sent)" in out
+    # Paced in real time: the server received them over (n - 1) * 40 ms.
+    span = entries[-1]["t"] - entries[0]["t"]
+    assert span >= (len(entries) - 1) * 0.040 * 0.9, span
+    assert srv.client_frames()[-1]["type"] == "channel.close"
+    assert "turn_completed" in out and 'input_transcript_final "heard 2.' in out
+    with wave.open(str(reply_wav), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24000, 1, 2)
+        assert w.getnframes() * 1000 // 24000 == srv.items()[0]["sent_ms"]
+
+
+def test_wav_turn_with_explicit_commit(server, capsys):
+    srv = server()
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--turning-mode",
+                         "explicit_commit", "--wav", str(QUESTION), "--speed", "20")
+    assert code == 0, out + err
+    pcm = wav_pcm(QUESTION)
+    assert srv.input_pcm() == pcm  # the whole file, the last frame short
+    types = [f["type"] for f in srv.client_frames()]
+    assert types[0] == "channel.open" and types[-2:] == ["channel.commit_turn", "channel.close"]
+    assert types.count("channel.input") == -(-len(pcm) // 1920)
+    assert "channel.commit_turn sent" in out and 'input_transcript_final "heard 4.5 s of audio"' in out
+
+
+def test_json_prints_the_frames_verbatim(server, capsys):
+    srv = server()
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi", "--json")
+    assert code == 0, err
+    frames = [json.loads(line) for line in out.splitlines()]
+    assert frames == [e["frame"] for e in srv.sent_frames() if e["kind"] == "text"]
+    assert frames[0]["type"] == "channel.opened" and frames[-1] == {"type": "channel.closed", "reason": "client_closed"}
+    assert "meerkat-probe: ok" in err and "channel.opened" not in err
+
+
+def test_open_and_close_without_input(server, capsys):
+    srv = server()
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id)
+    assert code == 0, err
+    assert [f["type"] for f in srv.client_frames()] == ["channel.open", "channel.close"]
+    assert "capabilities: " in out and "channel.closed client_closed" in out
+
+
+def test_observer_watches_until_the_timeout(server, capsys):
+    srv = server()
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--role", "observer", "--timeout", "0.3")
+    assert code == 0, err
+    assert "channel.opened role observer" in out and "observing for 0.3 s" in out
+    with pytest.raises(SystemExit) as exc:
+        probe.main(["--rpc", rpc(srv), "--session-id", "s", "--role", "observer", "--text", "hi"])
+    assert exc.value.code == 2 and "an observer may not send input" in capsys.readouterr().err
+
+
+def test_settings_from_a_device_config(server, capsys, tmp_path):
+    srv = server()
+    cfg = json.loads((paths.FIRMWARE / "config.example.json").read_text())
+    cfg["server"]["rpc"] = rpc(srv)
+    cfg["target"]["session_id"] = srv.session_id
+    cfg["turning_mode"] = "explicit_commit"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    code, out, err = run(capsys, "--config", str(path), "--text", "hello")
+    assert code == 0, out + err
+    assert "(primary, explicit_commit)" in out and "channel.commit_turn sent" in out
+    assert cfg["wifi"]["key"] not in out + err
+
+
+# -- errors: non-zero, one line that says what to do ----------------------------------------------
+
+
+def test_unknown_session(server, capsys):
+    srv = server()
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", "019e-no-such-session")
+    assert code == probe.EXIT_BOOTSTRAP
+    msg = one_error_line(err)
+    assert "Session not found: 019e-no-such-session (-32001)" in msg and "--session-id" in msg
+    code, out, err = run(capsys, "--rest", srv.rest_url, "--session-id", "019e-no-such-session")
+    assert code == probe.EXIT_BOOTSTRAP and "(SESSION_NOT_FOUND)" in one_error_line(err)
+
+
+def test_nothing_listening(capsys):
+    port = free_port()
+    code, out, err = run(capsys, "--rpc", f"127.0.0.1:{port}", "--session-id", "s")
+    assert code == probe.EXIT_BOOTSTRAP
+    assert f"cannot reach 127.0.0.1:{port}: Connection refused: is rkat-rpc running with --tcp 127.0.0.1:{port}" in one_error_line(err)
+    code, out, err = run(capsys, "--rest", f"http://127.0.0.1:{port}", "--session-id", "s")
+    assert code == probe.EXIT_BOOTSTRAP and "is rkat-rest running at" in one_error_line(err)
+
+
+def test_nothing_listening_from_the_command_line():
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "meerkat_tools.probe", "--rpc", f"127.0.0.1:{port}",
+                           "--session-id", "s"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == probe.EXIT_BOOTSTRAP
+    assert proc.stderr.splitlines()[-1].startswith(f"meerkat-probe: error: cannot reach 127.0.0.1:{port}")
+
+
+def test_remote_host_hint_mentions_allow_remote():
+    assert "--allow-remote" in probe._reach_hint("rpc", "192.168.1.10:9001", "192.168.1.10")
+    assert "--allow-remote" not in probe._reach_hint("rpc", "127.0.0.1:9001", "127.0.0.1")
+
+
+def test_the_websocket_port_is_not_the_rpc_port(server, capsys):
+    srv = server()
+    ws_port = srv.ws_url.split(":")[2].split("/")[0]
+    code, out, err = run(capsys, "--rpc", f"127.0.0.1:{ws_port}", "--session-id", srv.session_id, "--open-timeout", "2")
+    assert code == probe.EXIT_BOOTSTRAP
+    msg = one_error_line(err)
+    assert "did not answer like Meerkat (it closed the connection without answering)" in msg
+    assert "the rkat-rpc --tcp port (not --realtime-ws)" in msg
+
+
+def test_capability_unavailable(server, capsys):
+    srv = server(turning_modes=("provider_managed",))
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--turning-mode", "explicit_commit")
+    assert code == probe.EXIT_BOOTSTRAP
+    msg = one_error_line(err)
+    assert "(-32020)" in msg and "try --turning-mode provider_managed" in msg
+    srv = server(faults=Faults(bootstrap_error=(-32020, "realtime bootstrap eligibility denied: session model 'gpt-4o' does not support realtime")))
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id)
+    assert code == probe.EXIT_BOOTSTRAP and "must support realtime" in one_error_line(err)
+
+
+def test_rest_proxy_without_rpc(server, capsys):
+    srv = server(faults=Faults(rest_rpc_unreachable=True))
+    code, out, err = run(capsys, "--rest", srv.rest_url, "--session-id", srv.session_id)
+    assert code == probe.EXIT_BOOTSTRAP and "--realtime-rpc-tcp" in one_error_line(err)
+
+
+def test_open_refused(server, capsys):
+    srv = server(faults=Faults(open_error="runtime_not_ready"))
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi")
+    assert code == probe.EXIT_OPEN
+    assert "channel.error runtime_not_ready" in out and "channel.closed runtime_not_ready" in out
+    assert "channel.open refused: runtime_not_ready: realtime open failed" in one_error_line(err)
+    assert [f["type"] for f in srv.client_frames()] == ["channel.open"]  # no input after a refusal
+
+
+def test_target_busy(server, capsys):
+    srv = server()
+    info = srv.open_info()
+    ws = websocket.create_connection(info["ws_url"], timeout=5)
+    try:
+        ws.send(json.dumps({"type": "channel.open", "protocol_version": "2", "open_token": info["open_token"],
+                            "role": "primary", "turning_mode": "provider_managed"}))
+        assert json.loads(ws.recv())["type"] == "channel.opened"
+        code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id)
+        assert code == probe.EXIT_OPEN
+        msg = one_error_line(err)
+        assert "target_busy" in msg and "--role observer" in msg
+        code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--role", "observer", "--timeout", "0.2")
+        assert code == 0, err
+    finally:
+        ws.close()
+
+
+def test_channel_that_never_opens(server, capsys):
+    srv = server(faults=Faults(open_delay=1.0))
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--open-timeout", "0.4")
+    assert code == probe.EXIT_OPEN
+    assert "no channel.opened within 0.4 s of channel.open" in one_error_line(err)
+    srv.wait_channel_ended(timeout=5)  # the late channel.opened met a closed socket
+
+
+def test_channel_failing_after_open(server, capsys):
+    srv = server(faults=Faults(provider_error_at=0.0, provider_error_code="authentication_failed"),
+                 reply_latency_ms=2000)
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi", "--timeout", "5")
+    assert code == probe.EXIT_CHANNEL
+    msg = one_error_line(err)
+    assert "the server ended the channel: authentication_failed" in msg
+
+
+def test_no_reply_in_time(server, capsys):
+    srv = server(reply_latency_ms=3000)
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi", "--timeout", "0.3")
+    assert code == probe.EXIT_CHANNEL
+    assert "no turn_completed (or interrupted) within 0.3 s" in one_error_line(err)
+    assert srv.client_frames()[-1]["type"] == "channel.close"  # closed cleanly all the same
+
+
+def test_wav_in_the_wrong_format(tmp_path, capsys):
+    path = tmp_path / "cd.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(bytes(4 * 441))
+    code, out, err = run(capsys, "--rpc", f"127.0.0.1:{free_port()}", "--session-id", "s", "--wav", str(path))
+    assert code == probe.EXIT_USAGE
+    msg = one_error_line(err)
+    assert "44100 Hz, 2 channel(s), 16-bit" in msg and "24 kHz mono 16-bit" in msg and "ffmpeg" in msg
+    assert out == ""  # nothing was tried
+
+
+def test_usage_errors(capsys):
+    for argv, words in (
+        (["--session-id", "s"], "--rpc HOST:PORT or --rest URL"),
+        (["--rpc", "10.0.0.1", "--session-id", "s"], "use HOST:PORT"),
+        (["--rest", "https://x", "--session-id", "s"], "http:// URL"),
+        (["--rpc", "h:1"], "--session-id ID or --mob-id"),
+        (["--rpc", "h:1", "--mob-id", "m"], "--agent-identity"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            probe.main(argv)
+        assert exc.value.code == 2
+        assert words in capsys.readouterr().err
+
+
+def test_ws_url_host_rewrite():
+    rw = probe.rewrite_ws_host
+    assert rw("ws://0.0.0.0:9002/realtime/ws", "192.168.1.10") == "ws://192.168.1.10:9002/realtime/ws"
+    assert rw("ws://127.0.0.1:9002/realtime/ws", "meerkat.lan") == "ws://meerkat.lan:9002/realtime/ws"
+    assert rw("ws://[::]:9002/realtime/ws", "fd00::5") == "ws://[fd00::5]:9002/realtime/ws"
+    assert rw("ws://127.0.0.1:9002/realtime/ws", "127.0.0.1") == "ws://127.0.0.1:9002/realtime/ws"
+    assert rw("ws://10.0.0.2:9002/realtime/ws", "192.168.1.10") == "ws://10.0.0.2:9002/realtime/ws"

@@ -254,3 +254,22 @@ def test_deploy_runs_on_a_board(tmp_path, capsys):
         # Bytecode .mpy is portable; the viper module built for xtensawin is refused on x64 and
         # fast.py falls back to the pure-Python twins, as on a board without the emitter.
         assert run_on_device(root, CHECK) == "esp32s3_devkitc python"
+
+
+def test_mip_install_then_the_files_by_hand(tmp_path):
+    """The README's mip route: the package from package.json, then main.py, the board file and
+    config.json copied by hand (on a board mip finds /lib itself; the unix port needs --target)."""
+    root = tmp_path / "device"
+    root.mkdir()
+    mp = mpy.executable("mpremote")
+    with FakeBoard(root) as board:
+        for cmd in (
+            ["mip", "install", "--target", "lib", str(paths.FIRMWARE / "package.json")],
+            ["mkdir", ":boards"],
+            ["cp", str(paths.BOARDS / "esp32_devkit.json"), ":boards/", "+", "cp", str(paths.FIRMWARE / "main.py"),
+             ":main.py", "+", "cp", str(write_config(tmp_path, board="esp32_devkit")), ":config.json"],
+        ):
+            proc = subprocess.run([mp, "connect", board.port, *cmd], capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert device_files(root) == {f"lib/meerkat_rt/{n}" for n in NAMES} | {"main.py", "config.json", "boards/esp32_devkit.json"}
+    assert run_on_device(root, CHECK) == "esp32_devkit viper"

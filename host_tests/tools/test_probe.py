@@ -20,7 +20,7 @@ from meerkat_tools.devserver import DevServer, Faults, ServerOptions
 QUESTION = paths.FIXTURES / "user_question.wav"
 # A quick reply (no pacing) after a short pause: output must not start before the probe has
 # stopped sending audio, as with a real model, or its last frames would preempt the reply.
-FAST = dict(reply_latency_ms=150, reply_speed=0.0)
+FAST = dict(reply_latency_ms=300, reply_speed=0.0)
 
 
 @pytest.fixture

@@ -138,7 +138,7 @@ def _bootstrap_hint(err: protocol.RpcError, args: argparse.Namespace) -> str:
             return f"this target does not offer turning mode {args.turning_mode}: try --turning-mode {other}"
         if "websocket host" in msg:
             return "start rkat-rpc with --realtime-ws ADDR (the realtime WebSocket listener)"
-        if "realtime-rpc-tcp" in msg or "rpc" in msg.lower() and err.code == "CAPABILITY_UNAVAILABLE":
+        if err.code == "CAPABILITY_UNAVAILABLE" and "rpc" in msg.lower():  # rkat-rest without rkat-rpc
             return "start rkat-rest with --realtime-rpc-tcp pointing at rkat-rpc's --tcp address"
         return "the session's model must support realtime (e.g. gpt-realtime-1.5)"
     if err.code == "PROVIDER_ERROR":

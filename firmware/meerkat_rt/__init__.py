@@ -1,8 +1,17 @@
 # meerkat_rt: realtime voice client for ESP32 (MicroPython) speaking the Meerkat realtime
-# channel protocol v2. `import meerkat_rt` is cheap: the application modules load on first use.
+# channel protocol v2. `import meerkat_rt` is cheap: the application loads on first use.
 __version__ = "0.1.0"
 
 
-def run(config_path="config.json"):
-    """Start the device from a config file and run until Ctrl-C or a fatal error."""
-    raise NotImplementedError("the application layer lands with the channel state machine")
+def run(config_path="config.json", board=None):
+    """Start the device from a config file; blocks until Ctrl-C, close or a fatal error."""
+    from . import app
+
+    return app.run(config_path, board)
+
+
+def status():
+    """Print the counters of the device started by run()."""
+    from . import app
+
+    return app.status()

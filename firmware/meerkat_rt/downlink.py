@@ -46,6 +46,13 @@ class Downlink:
         self.dropped = 0  # messages dropped: oversized, malformed, binary
         self.unknown = 0  # unknown event types / fields / codes reported by the parser
 
+    @property
+    def hold(self):
+        # Checked by the WebSocket before each hand-off: while the player cannot take a full
+        # staging buffer (1 KB of base64 decodes to 768 bytes), nothing more is read, and a
+        # server that streams faster than real time is held back by TCP flow control.
+        return self.player.space() < 1024
+
     def feed(self, src, off, n, first, last, is_text):
         if first:
             self.n = 0

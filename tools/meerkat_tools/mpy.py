@@ -93,15 +93,18 @@ def popen(
     search_path: list[Path | str] = (),
     heap: str | None = DEFAULT_HEAP,
     cwd: Path | str | None = None,
+    module: bool = False,
 ) -> subprocess.Popen:
-    """Start a script on the unix port with stdout/stderr piped (text mode)."""
+    """Start a script (or, with module=True, `-m script` from the search path: precompiled, so
+    no compiler heap is needed) on the unix port with stdin/stdout/stderr piped (text mode)."""
     cmd = [micropython()]
     if heap:
         cmd += ["-X", f"heapsize={heap}"]
-    cmd += [str(script), *args]
+    cmd += (["-m", str(script)] if module else [str(script)]) + list(args)
     return subprocess.Popen(
         cmd,
         env=micropython_env(list(search_path)),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,0 +1,176 @@
+# meerkat_rt.app: the device. Wires config, board, audio and channel together.
+#
+#   dev = Device("config.json", on_event=print_event)
+#   asyncio.run(dev.run())          # Wi-Fi, then the channel until close() or a fatal error
+#
+# Allocation order matters on a 112 KB heap: the big buffers (playback ring, uplink ring, the
+# WebSocket's buffers) are made first, in the constructor, before Wi-Fi and TLS fragment the
+# heap; modules only needed to set up (config, board) are dropped afterwards.
+import sys
+
+from . import log
+from .channel import Channel, ChannelError
+from .compat import print_exception
+
+_LEVELS = {"debug": log.DEBUG, "info": log.INFO, "warn": log.WARN, "error": log.ERROR}
+
+
+def print_event(name, data):
+    """The default event handler: the conversation as readable log lines."""
+    if name == "input_transcript_final":
+        log.info("user", "%s", data["text"])
+    elif name == "output_text_delta":
+        log.debug("reply", "%s", data["delta"])
+    elif name == "barge_in":
+        log.info("app", "barge-in (%s), heard %s ms of %s", data["reason"], data["audio_played_ms"], data["item_id"])
+    elif name == "state":
+        log.info("app", "channel %s", data)
+    elif name == "reconnect":
+        log.info("app", "reconnecting (attempt %d) in %d ms", data["attempt"], data["delay_ms"])
+
+
+class Device:
+    def __init__(self, cfg="config.json", board=None, on_event=print_event):
+        from . import board as boards
+        from . import config as configs
+
+        if type(cfg) is str:
+            cfg = configs.load(cfg)
+        else:
+            cfg = configs.validate(cfg)
+        self.cfg = cfg
+        log.level = _LEVELS[cfg["log_level"]]
+        b = board if type(board) is dict else boards.load(board or cfg["board"])
+        self.board = b
+        audio = cfg["audio"]
+        primary = cfg["role"] == "primary"
+        self.player = self._player(b, audio, boards)
+        self.ring = self.capture = None
+        if primary and b["mic"] is not None:
+            self._capture(b, audio, boards)
+        elif primary:
+            log.warn("app", "board %s has no usable microphone: text input only", b["name"])
+        self.channel = Channel(cfg, self.player, self.capture, self.ring, on_event, self._tls(cfg["tls"]))
+        for name in ("meerkat_rt.config", "meerkat_rt.board"):
+            sys.modules.pop(name, None)  # set-up code: let its bytecode be collected
+
+    def _player(self, b, audio, boards):
+        from .playback import Player
+
+        spk = b["speaker"]
+        capacity = max(9600, audio.get("playback_ms", b["playback_ms"]) * 48)
+        return Player(
+            boards.make_speaker(b),
+            capacity=capacity,
+            ibuf=spk["ibuf"],
+            mode=audio.get("speaker_mode", spk["mode"]),
+            block_ms=spk["block_ms"],
+            gain_db=spk["gain_db"],
+            margin_ms=audio["margin_ms"],
+            reinit=boards.speaker_kwargs(b) if spk["flush"] else None,
+        )
+
+    def _capture(self, b, audio, boards):
+        from .capture import Capture
+        from .ring import FrameRing
+        from .vad import VAD
+
+        frame_ms = audio["frame_ms"]
+        slots = max(2, audio.get("ring_ms", b["ring_ms"]) // frame_ms)
+        self.ring = FrameRing(slots, frame_ms * 48)
+        mic = b["mic"]
+        vad = VAD(sensitivity=audio["vad_sensitivity"], coupling_db=b["echo_coupling_db"])
+        self.capture = Capture(
+            boards.make_mic(b),
+            self.ring,
+            vad,
+            bits=mic["bits"],
+            shift=mic["shift"],
+            highpass=mic["highpass"],
+            speaker_level=self.player.level_now,
+        )
+
+    def _tls(self, cfg):
+        if not cfg.get("ca_file") and not cfg["insecure"]:
+            return None  # ws:// servers need none; a wss:// URL without a CA fails clearly
+        from . import tls
+
+        return tls.context(ca_file=cfg.get("ca_file"), insecure=cfg["insecure"])
+
+    async def run(self):
+        """Join Wi-Fi (when configured) and run the channel; returns its final state."""
+        import asyncio
+
+        if "wifi" in self.cfg:
+            from . import wifi
+
+            await wifi.connect(self.cfg["wifi"])
+        speaker = None
+        if self.player.mode == "drain":
+            speaker = asyncio.create_task(self.player.run())
+        try:
+            return await self.channel.run()
+        finally:
+            if speaker is not None:
+                speaker.cancel()
+
+    # The app API: see the README.
+    def send_text(self, text):
+        self.channel.send_text(text)
+
+    def start_talking(self):
+        self.channel.start_talking()
+
+    def stop_talking(self):
+        self.channel.stop_talking()
+
+    def interrupt(self):
+        self.channel.interrupt()
+
+    async def close(self):
+        await self.channel.close()
+
+    @property
+    def state(self):
+        return self.channel.state
+
+    def stats(self):
+        s = self.channel.stats()
+        if self.capture is not None:
+            s["vad_threshold"] = self.capture.vad.threshold if self.capture.vad else 0
+        s["playback_chunks"] = self.player.chunks
+        s["playback_dropped"] = self.player.dropped
+        return s
+
+
+_device = None
+
+
+def run(config_path="config.json", board=None):
+    """Blocking entry point for main.py and the REPL. Ctrl-C stops it."""
+    import asyncio
+
+    global _device
+    try:
+        _device = Device(config_path, board)
+        state = asyncio.run(_device.run())
+        log.info("app", "stopped: %s", state)
+    except KeyboardInterrupt:
+        log.info("app", "stopped by Ctrl-C")
+    except (ChannelError, ValueError, OSError) as exc:  # config, board, Wi-Fi: say what, no trace
+        log.error("app", "%s", exc)
+    except Exception as exc:  # report, then return to the REPL instead of a reboot loop
+        log.error("app", "crashed: %r", exc)
+        print_exception(exc)
+    return _device
+
+
+def status():
+    """Print the counters of the device started by run() (after it stopped, or from a task)."""
+    if _device is None:
+        print("meerkat_rt: not started; call meerkat_rt.run()")
+        return None
+    s = _device.stats()
+    for key in sorted(s):
+        print("%-18s %s" % (key, s[key]))
+    return s

@@ -48,7 +48,10 @@ _FREE = 0  # marks an unused item slot (ids are str, or None for anonymous audio
 
 class Player:
     def __init__(self, i2s, capacity=19200, ibuf=8192, mode=DRAIN, block_ms=20, gain_db=0, margin_ms=100, reinit=None):
-        if capacity < 9600:
+        # capacity: bytes, or a preallocated bytearray (allocate the big buffers first, before
+        # the heap fragments; like micropython.RingIO).
+        buf = capacity if type(capacity) is bytearray else bytearray(capacity & ~1)
+        if len(buf) < 9600:
             raise ValueError("playback: capacity must hold a 200 ms chunk (9600 bytes)")
         if mode == DRAIN and not IS_MICROPYTHON:
             mode = POLL
@@ -57,8 +60,8 @@ class Player:
         self.margin_ms = margin_ms
         self.clock = ticks_ms  # replaceable in tests
         self._reinit = reinit  # I2S.init() keyword arguments: enables the DMA flush
-        self._cap = capacity & ~1
-        self.buf = bytearray(self._cap)
+        self._cap = len(buf) & ~1
+        self.buf = buf
         self._block = block_ms * 48
         self._ibuf = ibuf
         self._gain = int(256 * 10 ** (gain_db / 20) + 0.5)

@@ -5,8 +5,9 @@
 # speaker's (what is coming out of it right now, from Player.level_now()). A block is loud when
 # the mic level exceeds
 #     max(floor * snr + min_level,  floor + coupling * speaker_envelope * echo_margin)
-# - floor: the tracked noise floor, starting at the first block's level, fast down, slow up
-#   (slower still during speech, frozen while the speaker plays: the echo is not "noise");
+# - floor: the tracked noise floor, starting at the first block's level (capped at twice
+#   min_level, in case someone is already talking), fast down, slow up (slower still during
+#   speech, frozen while the speaker plays: the echo is not "noise");
 # - speaker_envelope: peak-held speaker level with a slow decay, because the echo arrives late
 #   (DMA queues, the air, the room) and rings on after the speaker stops;
 # - coupling: mic level / speaker level, learnt from blocks where the speaker plays and nobody
@@ -53,8 +54,8 @@ class VAD:
         if speaker > s:
             s = speaker
         self.speaker = s
-        if self.floor < 0:
-            self.floor = mic << 4
+        if self.floor < 0:  # first block: the room, or already a talker (then assume less)
+            self.floor = min(mic, 2 * self.min_level) << 4
         floor = self.floor >> 4
         t = (floor * self.snr_q4 >> 4) + self.min_level
         e = floor + ((self.coupling * s >> 12) * self.echo_q4 >> 4)

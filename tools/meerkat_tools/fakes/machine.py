@@ -96,8 +96,8 @@ class I2S(io.IOBase):
         self.handler = handler
 
     def ioctl(self, req, flags):
-        if req != 3:  # MP_STREAM_POLL
-            return 0
+        if req != 3:  # only MP_STREAM_POLL; -1 also answers MP_STREAM_GET_FILENO, which the unix
+            return -1  # port's select asks first: 0 would make it poll stdin instead of us
         self.asyncio = True  # the port switches for good on the first poll
         w = simworld.get()
         w.service()

@@ -12,18 +12,21 @@ from . import fast
 from .compat import ticks_add
 
 
-def arm(stream):
+def arm(stream, events):
     """Make an ESP32 machine.I2S non-blocking for good: until the first MP_STREAM_POLL ioctl its
     readinto/write block until the whole buffer is done; that ioctl switches it to ASYNCIO mode
     (partial, immediate transfers) permanently (reference/micropython-notes.md 1.3). I2S.init()
-    undoes it, so call this again after a re-init."""
+    undoes it, so call this again after a re-init. events: select.POLLIN for a microphone,
+    POLLOUT for a speaker (the port raises EPERM for the other direction)."""
     try:
         p = select.poll()
-        p.register(stream, select.POLLIN | select.POLLOUT)
+        p.register(stream, events)
         p.poll(0)
         p.unregister(stream)
-    except (TypeError, ValueError, OSError, AttributeError):
-        stream.ioctl(3, 5)  # CPython's select cannot take a fake I2S: make the ioctl ourselves
+    except (TypeError, ValueError, OSError):
+        # Not a stream select can take: a fake I2S under CPython (no fileno) or a plain test
+        # object on the unix port. The fakes answer the ioctl directly.
+        stream.ioctl(3, events)
 
 
 class Capture:
@@ -46,7 +49,7 @@ class Capture:
         self.level = 0  # mic level of the last block (mean absolute amplitude)
         self.event = 0  # last VAD event not yet taken
         self.event_block = -1  # block index of the last VAD event (audio time = index * block_ms)
-        arm(i2s)
+        arm(i2s, select.POLLIN)
 
     def poll(self, now):
         busy = False

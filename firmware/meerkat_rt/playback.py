@@ -29,6 +29,7 @@
 #            writes). No allocation at all.
 # Writes go straight from the ring (write(buf, off, n): MicroPython's stream write takes an
 # offset and a length), so only "drain" slices (one memoryview per block).
+import select
 from array import array
 
 from . import fast
@@ -88,7 +89,7 @@ class Player:
             self._cb = self._irq
             i2s.irq(self._cb)
         elif mode == POLL:
-            arm(i2s)
+            arm(i2s, select.POLLOUT)
 
     ####################################################################
     # Downlink side
@@ -331,7 +332,7 @@ class Player:
             self._busy = 0
             i2s.irq(self._cb)
         elif self.mode == POLL:
-            arm(i2s)
+            arm(i2s, select.POLLOUT)
 
     def resume(self):
         """Accept anonymous (id None) audio again after stop_now(): call when a new response

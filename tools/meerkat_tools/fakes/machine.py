@@ -99,6 +99,8 @@ class I2S(io.IOBase):
         if req != 3:  # only MP_STREAM_POLL; -1 also answers MP_STREAM_GET_FILENO, which the unix
             return -1  # port's select asks first: 0 would make it poll stdin instead of us
         self.asyncio = True  # the port switches for good on the first poll
+        if flags & (4 if self.mode == 1 else 1):
+            raise OSError(1)  # EPERM, as the port answers a poll for the other direction
         w = simworld.get()
         w.service()
         if self.mode == 1:

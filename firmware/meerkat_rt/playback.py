@@ -110,7 +110,7 @@ class Player:
         if self._t < 0:
             return True  # the chunk was cut by stop_now(): swallow the rest of it
         nc = self._nc
-        if self._pad or (nc + n) // 4 * 3 > self.space():
+        if self._pad and n or (nc + n) // 4 * 3 > self.space():
             return False  # text after '=' padding, or the caller overran space()
         if nc:
             k = min(4 - nc, n)
@@ -142,11 +142,16 @@ class Player:
         """Make the decoded chunk playable as part of item_id (content parts of one item are
         counted together). Returns its duration in ms, 0 if dropped (a stopped item, or no room
         in the item table), -1 if the base64 was cut short."""
-        t = self._t & ~1  # whole samples only
+        t = self._t
         nc = self._nc
         self._t = self._nc = 0
-        if t <= 0 or nc:
-            return -1 if nc else 0
+        if t < 0:
+            return 0  # cut by stop_now()
+        if nc:
+            return -1
+        t &= ~1  # whole samples only
+        if not t:
+            return 0
         se = self._se
         sc = self._sc
         j = (self._sh + sc - 1) % _K  # the newest segment

@@ -53,10 +53,13 @@ def unix_port(mpy_build, tmp_path_factory):
     build = tmp_path_factory.mktemp("audio-mpy")
     mpy.compile_modules(sorted(HERE.glob("scn_*.py")) + sorted(paths.FAKES.glob("*.py")), build)
     shutil.copy(HERE / "run_scenario.py", build)  # beside the .mpy, so the sources stay unused
+    mpy.compile_modules([HERE / "mem_report.py"], build)
     procs = {
         key: mpy.popen(build / "run_scenario.py", [args[0], FIX, BOARDS, *args[1:]], search_path=[build, mpy_build])
         for key, args in UNIX.items()
     }
+    # The heap report: a module run by import, so that it is the precompiled one.
+    procs["mem_report"] = mpy.popen(build / "run_scenario.py", ["mem_report"], search_path=[build, mpy_build])
     results: dict[str, dict] = {}
 
     def get(key):
@@ -181,3 +184,11 @@ def test_micropython_vad_onsets_on_the_fixtures(unix_port):
 @pytest.mark.parametrize("key", ["barge_in_drain", "barge_in_irq"])
 def test_micropython_echo_does_not_barge_in_and_the_user_does(unix_port, key):
     check_barge_in(unix_port(key))
+
+
+def test_micropython_mem_report(unix_port):
+    # Steady-state capture and decoding allocate nothing (GC pauses and fragmentation are what
+    # break real-time audio on a 110 KB heap); import costs are printed for the budget.
+    r = unix_port("mem_report")
+    assert r["frame_alloc"] == {"bits16": 0, "bits32": 0}, r
+    assert r["chunk_alloc"] == {"poll": 0, "irq": 0}, r

@@ -211,7 +211,7 @@ def test_stop_now_flushes_and_drops_late_chunks():
     p.stop_now()
     assert dac.inits == 1 and dac.flushed > 0 and p.flushes == 1
     assert p.is_stopped("a") and p.idle() and p.space() == 14400
-    assert p.feed_b64(b"AAAA", 0, 4) and p.commit_chunk("a", 0) == 0  # rest of the cut chunk
+    assert p.feed_b64(b"AAAAAA", 0, 6) and p.commit_chunk("a", 0) == 0  # rest of the cut chunk
     assert _chunk(p, "a", _pcm(40)) == 0 and p.dropped == 1  # late audio of a stopped item
     for _ in range(100):
         _step(p, dac, clock)

@@ -178,6 +178,7 @@ class World:
 
     def close(self):
         """Finish the recording (a valid WAV file) and close the streams."""
+        self.service()  # the speaker's output up to now
         rec = self.rec
         if rec is not None:
             rec.write(self.recbuf[: 2 * self.recn])

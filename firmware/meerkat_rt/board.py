@@ -29,38 +29,42 @@ _SPEC = """{
 }"""
 
 
+def _err(name, msg):
+    return BoardError("board %s: %s" % (name, msg))
+
+
 def _fields(name, raw, spec, where):
     if type(raw) is not dict:
-        raise BoardError("board %s: %s must be an object" % (name, where[:-1] or "the file"))
+        raise _err(name, "%s must be an object" % (where[:-1] or "the file"))
     for key in raw:
         if key not in spec:
-            raise BoardError("board %s: unknown field %s%s" % (name, where, key))
+            raise _err(name, "unknown field " + where + key)
     out = {}
     for key in spec:
         s = spec[key]
         kind = s[0]
         field = where + key
         if key not in raw and len(s) < 4:
-            raise BoardError("board %s: %s is missing%s" % (name, field, " (null: none)" if kind == "o" else ""))
+            raise _err(name, field + " is missing" + (" (null: none)" if kind == "o" else ""))
         v = raw.get(key, s[3] if len(s) > 3 else None)
-        if v is not None and kind != "o":
-            t = type(v)
-            lo = s[1]
-            hi = s[2]
-            if kind in "pi" and (t is not int or not lo <= v <= hi):
-                what = "a pin number (0-48)" if kind == "p" else "an integer %d..%d" % (lo, hi)
-                raise BoardError("board %s: %s must be %s" % (name, field, what))
-            if kind == "n" and (t not in (int, float) or not lo <= v <= hi):
-                raise BoardError("board %s: %s must be a number %d..%d" % (name, field, lo, hi))
-            if kind == "b" and t is not bool:
-                raise BoardError("board %s: %s must be true or false" % (name, field))
-            if kind == "s" and t is not str:
-                raise BoardError("board %s: %s must be a string" % (name, field))
-            if kind == "t" and not (t is str or t is list and all(type(x) is str for x in v)):
-                raise BoardError("board %s: %s must be a string or a list of strings" % (name, field))
-            if kind == "m" and v not in ("drain", "irq", "poll"):
-                raise BoardError('board %s: %s must be "drain", "irq" or "poll"' % (name, field))
         out[key] = v
+        if v is None or kind == "o":
+            continue
+        t = type(v)
+        if kind in "pin":
+            ok = (t is int or kind == "n" and t is float) and s[1] <= v <= s[2]
+            what = "a pin number (0-48)" if kind == "p" else "%s %d..%d" % ("an integer" if kind == "i" else "a number", s[1], s[2])
+        elif kind == "b":
+            ok = t is bool
+            what = "true or false"
+        elif kind == "m":
+            ok = v in ("drain", "irq", "poll")
+            what = '"drain", "irq" or "poll"'
+        else:  # s, t
+            ok = t is str or kind == "t" and t is list and all(type(x) is str for x in v)
+            what = "a string" + (" or a list of strings" if kind == "t" else "")
+        if not ok:
+            raise _err(name, "%s must be %s" % (field, what))
     return out
 
 
@@ -72,20 +76,21 @@ def check(raw, name="?"):
     mic = b["mic"]
     if mic is not None:
         mic = _fields(name, mic, spec["mic"], "mic.")
-        if mic["bits"] not in (16, 32):
-            raise BoardError("board %s: mic.bits must be 16 or 32" % name)
+        bits = mic["bits"]
+        if bits not in (16, 32):
+            raise _err(name, "mic.bits must be 16 or 32")
         if mic["shift"] is None:
-            mic["shift"] = 16 if mic["bits"] == 32 else 0
-        elif mic["bits"] == 16 and mic["shift"]:
-            raise BoardError("board %s: mic.shift must be 0 with bits 16 (the port keeps the top 16 bits)" % name)
+            mic["shift"] = 16 if bits == 32 else 0
+        elif bits == 16 and mic["shift"]:
+            raise _err(name, "mic.shift must be 0 with bits 16 (the port keeps the top 16 bits)")
     spk = _fields(name, b["speaker"], spec["speaker"], "speaker.")
     if mic is not None:
         if mic["i2s"] == spk["i2s"]:
-            raise BoardError("board %s: speaker.i2s must differ from mic.i2s (one I2S object per direction)" % name)
+            raise _err(name, "speaker.i2s must differ from mic.i2s (one I2S object per direction)")
         for a in ("sck", "ws", "sd", "enable"):
             for c in ("sck", "ws", "sd"):
                 if spk[a] == mic[c]:
-                    raise BoardError("board %s: speaker.%s uses pin %d, already mic.%s" % (name, a, spk[a], c))
+                    raise _err(name, "speaker.%s uses pin %d, already mic.%s" % (a, spk[a], c))
     b["mic"] = mic
     b["speaker"] = spk
     # Buffers: 2 s where PSRAM holds them; a no-PSRAM heap (~110 KB) affords a few frames.
@@ -118,11 +123,11 @@ def load(name_or_path):
         try:
             raw = json.load(f)
         except ValueError:
-            raise BoardError("board %s: %s is not valid JSON" % (name, path))
+            raise _err(name, path + " is not valid JSON")
         finally:
             f.close()
         return check(raw, name)
-    raise BoardError("board %s: no file %s.json in boards/ (known: see boards/README.md)" % (name, name))
+    raise _err(name, "no file %s.json in boards/ (known: see boards/README.md)" % name)
 
 
 def _i2s(sec, rx):
@@ -150,7 +155,7 @@ def _kwargs(sec, mode):
 def make_mic(b):
     """The microphone's machine.I2S (RX, 24 kHz mono)."""
     if b["mic"] is None:
-        raise BoardError("board %s: mic is null: no microphone usable through machine.I2S" % b["name"])
+        raise _err(b["name"], "mic is null: no microphone usable through machine.I2S")
     return _i2s(b["mic"], True)
 
 

@@ -3,8 +3,6 @@ import json
 
 import simworld
 from meerkat_rt.compat import sleep_ms, ticks_diff, ticks_ms
-from meerkat_rt.playback import DRAIN
-from meerkat_rt.vad import ONSET, VAD
 from scn_common import Feeder, _board, _capture, _mem, _player
 
 ########################################################################
@@ -21,11 +19,13 @@ async def run(fix, boards, mode, inject_at="2500"):
     spk = b["spk_i2s"]
     ring = b["ring"]
     p = _player(b, mode)
+    from meerkat_rt.vad import ONSET, VAD
+
     vad = VAD(coupling_db=b["echo_coupling_db"])
     cap = _capture(b, vad, p.level_now)
     ring.hold()  # half duplex: the microphone is gated while the reply plays
     task = None
-    if p.mode == DRAIN:
+    if p.mode == "drain":
         import asyncio
 
         task = asyncio.create_task(p.run())

@@ -10,34 +10,21 @@
 # fakes: the WAV samples, the fake speaker's count of samples clocked out, fixtures/index.json.
 import gc
 import json
-
 import sys
-
-from meerkat_rt import fast
-from meerkat_rt.capture import Capture
-from meerkat_rt.playback import Player
-from meerkat_rt.ring import FrameRing
-from meerkat_rt.wavfile import open_wav
 
 FRAME = 1920  # 40 ms
 CHUNK = 4800  # 200 ms: the largest downlink chunk
 
 
 def _board(boards, mic=False, speaker=False, ring=0, player=False):
-    # As an app should at 110K: the big buffers first, while the heap is in one piece (their
-    # sizes straight from the JSON), then the board module builds the I2S objects and is
-    # dropped again (start-up-only code).
-    with open(boards + "/sim.json") as f:
-        raw = json.load(f)
-    r = FrameRing(ring or raw["ring_ms"] // 40, FRAME) if ring >= 0 else None
-    pbuf = bytearray(raw["playback_ms"] * 48) if player else None
-    raw = None
+    # In the order an app must keep at 110K (app.Device does the same): the board first (its
+    # checker's garbage and the start-up-only module itself are dropped before anything else
+    # lands around them), then the audio modules, then the big buffers. The firmware modules
+    # are imported here, not at the top of this file, for that reason.
     from meerkat_rt import board
 
     b = board.load(boards + "/sim.json")
-    gc.collect()  # the checker's garbage, before the I2S objects take their places
-    b["ring"] = r
-    b["pbuf"] = pbuf
+    gc.collect()
     b["mic_i2s"] = board.make_mic(b) if mic else None
     b["spk_i2s"] = board.make_speaker(b) if speaker else None
     b["spk_init"] = board.speaker_kwargs(b) if speaker else None
@@ -47,16 +34,24 @@ def _board(boards, mic=False, speaker=False, ring=0, player=False):
     del meerkat_rt.board  # the package keeps its submodules as attributes too
     board = None
     gc.collect()
+    from meerkat_rt.ring import FrameRing
+
+    b["ring"] = FrameRing(ring or b["ring_ms"] // 40, FRAME) if ring >= 0 else None
+    b["pbuf"] = bytearray(b["playback_ms"] * 48) if player else None
     return b
 
 
 def _player(b, mode):
+    from meerkat_rt.playback import Player
+
     s = b["speaker"]
     return Player(b["spk_i2s"], b["pbuf"], ibuf=s["ibuf"], mode=mode, block_ms=s["block_ms"], margin_ms=0,
                   reinit=b["spk_init"])
 
 
 def _capture(b, vad=None, speaker_level=None):
+    from meerkat_rt.capture import Capture
+
     m = b["mic"]
     return Capture(b["mic_i2s"], b["ring"], vad, bits=m["bits"], shift=m["shift"], highpass=m["highpass"],
                    speaker_level=speaker_level)
@@ -80,6 +75,11 @@ class Feeder:
     deliver it (the downlink decodes while the text streams in)."""
 
     def __init__(self, player):
+        from meerkat_rt import fast
+        from meerkat_rt.wavfile import open_wav
+
+        self.encode = fast.b64_encode
+        self.open_wav = open_wav
         self.p = player
         self.f = None
         self.b64 = bytearray(1600)  # 1200 PCM bytes are read into its end, encoded in place
@@ -87,7 +87,7 @@ class Feeder:
 
     def open(self, path):
         self.close()
-        self.f, _, _, _, self.left = open_wav(path)
+        self.f, _, _, _, self.left = self.open_wav(path)
 
     def poll(self, item):
         if not self.left or self.p.space() < CHUNK:
@@ -99,7 +99,7 @@ class Feeder:
             n = min(self.f.readinto(self.pcm) or 0, self.left)
             self.left -= n
             # Encoding forwards from offset 400 into offset 0 never overtakes what it reads.
-            k = fast.b64_encode(self.b64, 0, self.b64, 400, n)
+            k = self.encode(self.b64, 0, self.b64, 400, n)
             ok = ok and p.feed_b64(self.b64, 0, k)
             if n < 1200:
                 break

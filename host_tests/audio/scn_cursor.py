@@ -1,7 +1,6 @@
 # A real-time audio scenario: see scn_common.py.
 import simworld
 from meerkat_rt.compat import sleep_ms, ticks_diff, ticks_ms
-from meerkat_rt.playback import DRAIN
 from scn_common import Feeder, _board, _mem, _player
 
 ########################################################################
@@ -16,7 +15,7 @@ async def run(fix, boards, mode, seed="1", items="4"):
     p = _player(b, mode)
     feed = Feeder(p)
     task = None
-    if p.mode == DRAIN:
+    if p.mode == "drain":
         import asyncio
 
         task = asyncio.create_task(p.run())

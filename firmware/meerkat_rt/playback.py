@@ -299,11 +299,16 @@ class Player:
 
     def stop_now(self):
         """Barge-in: silence now. Flushes the ring (not a block already handed to the driver
-        in irq/drain mode) and, with reinit, the DMA queue; the current and unfinished items are
-        marked stopped and their late chunks dropped; a chunk being decoded is abandoned."""
+        in irq/drain mode) and, with reinit, the DMA queue; the current and unfinished items
+        (with ids) are marked stopped and their late chunks dropped; a chunk being decoded is
+        abandoned."""
         now = self.clock()
         for e in range(_K):
-            if self._ids[e] is not _FREE and (e == self._last or self._played(e, now) < self._recv[e]):
+            i = self._ids[e]
+            # Anonymous audio cannot be told apart from the next response's: whether a late
+            # chunk without an id is wanted is the channel's call (it drops audio until the
+            # next turn), so only items with ids stay stopped.
+            if i is not _FREE and i is not None and (e == self._last or self._played(e, now) < self._recv[e]):
                 self._stop[e] = 1
         keep = self._busy
         i = 0
@@ -338,13 +343,6 @@ class Player:
             i2s.irq(self._cb)
         elif self.mode == POLL:
             arm(i2s, select.POLLOUT)
-
-    def resume(self):
-        """Accept anonymous (id None) audio again after stop_now(): call when a new response
-        starts. Items with ids stay stopped."""
-        e = self._find(None)
-        if e >= 0:
-            self._stop[e] = 0
 
     ####################################################################
     # The cursor and other queries

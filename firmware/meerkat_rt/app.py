@@ -6,11 +6,9 @@
 # Allocation order matters on a 112 KB heap: the big buffers (playback ring, uplink ring, the
 # WebSocket's buffers) are made first, in the constructor, before Wi-Fi and TLS fragment the
 # heap; modules only needed to set up (config, board) are dropped afterwards.
-import sys
-
 from . import log
 from .channel import Channel, ChannelError
-from .compat import print_exception
+from .compat import print_exception, unload
 
 _LEVELS = {"debug": log.DEBUG, "info": log.INFO, "warn": log.WARN, "error": log.ERROR}
 
@@ -51,8 +49,8 @@ class Device:
         elif primary:
             log.warn("app", "board %s has no usable microphone: text input only", b["name"])
         self.channel = Channel(cfg, self.player, self.capture, self.ring, on_event, self._tls(cfg["tls"]))
-        for name in ("meerkat_rt.config", "meerkat_rt.board"):
-            sys.modules.pop(name, None)  # set-up code: let its bytecode be collected
+        for name in ("config", "board", "tls"):
+            unload(name)  # set-up code: let its bytecode be collected
 
     def _player(self, b, audio, boards):
         from .playback import Player
@@ -105,6 +103,7 @@ class Device:
             from . import wifi
 
             await wifi.connect(self.cfg["wifi"])
+            unload("wifi")
         speaker = None
         if self.player.mode == "drain":
             speaker = asyncio.create_task(self.player.run())

@@ -12,8 +12,8 @@
 #     channel.barge_in_truncate once per item, only for an item whose id the server gave, never
 #     for an item that finished playing, with audio_played_ms = what the user really heard;
 #   - channel.error is not terminal; channel.closed or a dropped socket is.
-from . import bootstrap, log, protocol
-from .compat import const, mem_free, sleep_ms, ticks_diff, ticks_ms
+from . import log, protocol
+from .compat import const, mem_free, sleep_ms, ticks_diff, ticks_ms, unload
 from .downlink import Downlink
 from .ws import WebSocket, WebSocketError
 
@@ -50,6 +50,10 @@ _CTRL_QUEUE = const(8)
 
 class ChannelError(Exception):
     """A condition retrying cannot fix (configuration, capabilities, authentication)."""
+
+
+class _Retry(Exception):
+    """A failed attempt that a later one may fix (server unreachable, refused token, ...)."""
 
 
 def backoff_ms(attempt, initial_ms, max_ms, rand):
@@ -216,13 +220,8 @@ class Channel:
             except ChannelError as exc:
                 self._fail(str(exc))
                 break
-            except bootstrap.BootstrapError as exc:
-                if not exc.retryable:
-                    self._fail(str(exc))
-                    break
+            except (_Retry, WebSocketError, OSError) as exc:
                 log.warn("chan", "%s", exc)
-            except (WebSocketError, OSError) as exc:
-                log.warn("chan", "link lost: %s", exc)
             await self.ws.close()
             self._link_lost()
             if self._stop or self.state in (CLOSED, ERROR):
@@ -257,7 +256,7 @@ class Channel:
             settings["channel_config"] = cfg["channel_config"]
         if "server_reconnect_policy" in cfg:  # the server's own provider reconnect cycle
             settings["reconnect_policy"] = cfg["server_reconnect_policy"]
-        info = await bootstrap.fetch_open_info(settings)
+        info = await self._bootstrap(settings)
         await self.ws.connect(info["ws_url"], tls=self.tls, timeout_ms=cfg["server"]["timeout_ms"])
         self._opened = False
         self.close_reason = None
@@ -269,16 +268,29 @@ class Channel:
             if not self.ws.open or self.close_reason is not None:
                 code = self.close_reason or "socket closed before channel.opened"
                 if code in _RETRYABLE or code.startswith("socket"):
-                    raise WebSocketError("channel.open refused: %s" % code)
+                    raise _Retry("channel.open refused: %s" % code)
                 raise ChannelError("channel.open refused: %s" % code)
             if ticks_diff(ticks_ms(), t0) > timeout:
-                raise WebSocketError("no channel.opened within %d ms" % timeout)
+                raise _Retry("no channel.opened within %d ms" % timeout)
             self.ws.poll()
             await sleep_ms(_TICK_MS)
         ka = cfg["keepalive"]
         if ka["interval_ms"]:
             self.ws.keepalive(ka["interval_ms"], ka["timeout_ms"])  # only now: never before opened
         self._set_state(OPEN)
+
+    async def _bootstrap(self, settings):
+        # Loaded for each (re)connect and dropped again: about 6 KB of heap back while streaming.
+        from . import bootstrap
+
+        try:
+            return await bootstrap.fetch_open_info(settings)
+        except bootstrap.BootstrapError as exc:
+            if exc.retryable:
+                raise _Retry(str(exc))
+            raise ChannelError(str(exc))
+        finally:
+            unload("bootstrap")
 
     async def _stream(self):
         while not self._stop:

@@ -32,3 +32,15 @@ def mem_free():
         return gc.mem_free()  # type: ignore[attr-defined]
     except AttributeError:
         return -1
+
+
+def unload(name):
+    """Drop a firmware module (e.g. "config") so that its bytecode can be collected; a later
+    import loads it again. For code needed only while setting up or connecting: on a 112 KB
+    heap a module's code costs more than its buffers (docs/architecture.md 1)."""
+    import sys
+
+    sys.modules.pop("meerkat_rt." + name, None)
+    pkg = sys.modules.get("meerkat_rt")
+    if pkg is not None and name in pkg.__dict__:
+        delattr(pkg, name)

@@ -7,7 +7,6 @@
 # WebSocket's buffers) are made first, in the constructor, before Wi-Fi and TLS fragment the
 # heap; modules only needed to set up (config, board) are dropped afterwards.
 from . import log
-from .channel import Channel, ChannelError
 from .compat import print_exception, unload
 
 _LEVELS = {"debug": log.DEBUG, "info": log.INFO, "warn": log.WARN, "error": log.ERROR}
@@ -29,6 +28,8 @@ def print_event(name, data):
 
 class Device:
     def __init__(self, cfg="config.json", board=None, on_event=print_event):
+        import gc
+
         from . import board as boards
         from . import config as configs
 
@@ -41,25 +42,22 @@ class Device:
         b = board if type(board) is dict else boards.load(board or cfg["board"])
         self.board = b
         audio = cfg["audio"]
-        primary = cfg["role"] == "primary"
-        self.player = self._player(b, audio, boards)
-        self.ring = self.capture = None
-        if primary and b["mic"] is not None:
-            self._capture(b, audio, boards)
-        elif primary:
+        mic = b["mic"] if cfg["role"] == "primary" else None
+        if cfg["role"] == "primary" and mic is None:
             log.warn("app", "board %s has no usable microphone: text input only", b["name"])
-        self.channel = Channel(cfg, self.player, self.capture, self.ring, on_event, self._tls(cfg["tls"]))
-        for name in ("config", "board", "tls"):
-            unload(name)  # set-up code: let its bytecode be collected
-
-    def _player(self, b, audio, boards):
+        # The two big buffers first, while the heap is still in one piece (at 110 KB a 15 KB
+        # allocation fails on a fragmented heap with twice that free); the code comes after.
+        gc.collect()
+        pbuf = bytearray(max(9600, audio.get("playback_ms", b["playback_ms"]) * 48))
+        frame_ms = audio["frame_ms"]
+        slots = max(2, audio.get("ring_ms", b["ring_ms"]) // frame_ms)
+        rbuf = bytearray(slots * frame_ms * 64) if mic is not None else None  # base64: 4/3 x 48
+        spk = b["speaker"]
         from .playback import Player
 
-        spk = b["speaker"]
-        capacity = max(9600, audio.get("playback_ms", b["playback_ms"]) * 48)
-        return Player(
+        self.player = Player(
             boards.make_speaker(b),
-            capacity=capacity,
+            capacity=pbuf,
             ibuf=spk["ibuf"],
             mode=audio.get("speaker_mode", spk["mode"]),
             block_ms=spk["block_ms"],
@@ -67,26 +65,30 @@ class Device:
             margin_ms=audio["margin_ms"],
             reinit=boards.speaker_kwargs(b) if spk["flush"] else None,
         )
+        self.ring = self.capture = None
+        if mic is not None:
+            from .capture import Capture
+            from .ring import FrameRing
+            from .vad import VAD
 
-    def _capture(self, b, audio, boards):
-        from .capture import Capture
-        from .ring import FrameRing
-        from .vad import VAD
+            self.ring = FrameRing(slots, frame_ms * 48, rbuf)
+            self.capture = Capture(
+                boards.make_mic(b),
+                self.ring,
+                VAD(sensitivity=audio["vad_sensitivity"], coupling_db=b["echo_coupling_db"]),
+                bits=mic["bits"],
+                shift=mic["shift"],
+                highpass=mic["highpass"],
+                speaker_level=self.player.level_now,
+            )
+        tls = self._tls(cfg["tls"])
+        boards = configs = None
+        for name in ("config", "board", "tls"):
+            unload(name)  # set-up code: let its bytecode be collected
+        gc.collect()
+        from .channel import Channel
 
-        frame_ms = audio["frame_ms"]
-        slots = max(2, audio.get("ring_ms", b["ring_ms"]) // frame_ms)
-        self.ring = FrameRing(slots, frame_ms * 48)
-        mic = b["mic"]
-        vad = VAD(sensitivity=audio["vad_sensitivity"], coupling_db=b["echo_coupling_db"])
-        self.capture = Capture(
-            boards.make_mic(b),
-            self.ring,
-            vad,
-            bits=mic["bits"],
-            shift=mic["shift"],
-            highpass=mic["highpass"],
-            speaker_level=self.player.level_now,
-        )
+        self.channel = Channel(cfg, self.player, self.capture, self.ring, on_event, tls)
 
     def _tls(self, cfg):
         if not cfg.get("ca_file") and not cfg["insecure"]:
@@ -156,12 +158,21 @@ def run(config_path="config.json", board=None):
         log.info("app", "stopped: %s", state)
     except KeyboardInterrupt:
         log.info("app", "stopped by Ctrl-C")
-    except (ChannelError, ValueError, OSError) as exc:  # config, board, Wi-Fi: say what, no trace
-        log.error("app", "%s", exc)
     except Exception as exc:  # report, then return to the REPL instead of a reboot loop
-        log.error("app", "crashed: %r", exc)
-        print_exception(exc)
+        if _expected(exc):
+            log.error("app", "%s", exc)
+        else:
+            log.error("app", "crashed: %r", exc)
+            print_exception(exc)
     return _device
+
+
+def _expected(exc):
+    # Errors with a message written for the user (config, board, Wi-Fi, a fatal channel error):
+    # print the message alone. Anything else is a bug: print the traceback too.
+    from .channel import ChannelError
+
+    return isinstance(exc, (ChannelError, ValueError, OSError))
 
 
 def status():

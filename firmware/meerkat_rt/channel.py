@@ -102,6 +102,10 @@ class Channel:
         self._item = None  # id of the newest assistant item with audio
         self._index = 0  # its content_index
         self._finished_ids = []  # items whose audio is complete (a newer item started)
+        # Items of the current provider session. Only these may be truncated: after a new
+        # channel or a provider reconnect the server no longer knows older ids, and a truncate
+        # naming one would close the channel (reference 9.2).
+        self._session_items = []
         self._truncated = []  # items already truncated (at most once per item)
         self._stopped = []  # interrupted items: their late audio is dropped
         self._talking = not self.explicit  # push-to-talk state (always on in provider_managed)
@@ -398,6 +402,7 @@ class Channel:
         if self._reply and self._reply_done and self.player.idle():
             self._reply = False
             self._listen(0)
+            self._emit("reply_done", self._item)
 
     def _listen(self, preroll_ms):
         if self.ring is not None and self._talking:
@@ -411,6 +416,7 @@ class Channel:
         heard = -1
         if (
             item is not None
+            and item in self._session_items
             and item not in self._truncated
             and not (item in self._finished_ids and player.finished(item))
         ):
@@ -437,6 +443,7 @@ class Channel:
         # if it is still the user's turn (the ring drops the oldest when full, counted).
         self._opened = False
         self._server_paused = False
+        self._session_items = []
         self._ctrl = []
         if self._reply:
             self._reply_done = True
@@ -474,6 +481,8 @@ class Channel:
 
     def _on_status(self, status):
         self._server_paused = status["state"] == "reconnecting"
+        if self._server_paused:
+            self._session_items = []  # a new provider session is coming: old ids die with it
         self._emit("status", status)
 
     def _on_error(self, frame):
@@ -516,6 +525,8 @@ class Channel:
             if self._item is not None:
                 _remember(self._finished_ids, self._item)
             self._item = item_id
+            if item_id is not None:
+                _remember(self._session_items, item_id)
             self._index = content_index
         return True
 

@@ -48,7 +48,7 @@ _FREE = 0  # marks an unused item slot (ids are str, or None for anonymous audio
 
 
 class Player:
-    def __init__(self, i2s, capacity=19200, ibuf=8192, mode=DRAIN, block_ms=20, gain_db=0, margin_ms=100, reinit=None):
+    def __init__(self, i2s, capacity: "int | bytearray" = 19200, ibuf=8192, mode=DRAIN, block_ms=20, gain_db=0, margin_ms=100, reinit=None):
         # capacity: bytes, or a preallocated bytearray (allocate the big buffers first, before
         # the heap fragments; like micropython.RingIO).
         buf = capacity if type(capacity) is bytearray else bytearray(capacity & ~1)

@@ -17,14 +17,18 @@ from . import fast
 
 
 class FrameRing:
-    def __init__(self, slots, frame_bytes):
+    def __init__(self, slots, frame_bytes, buf=None):
+        # buf: optionally the slot storage, preallocated (slots * frame_bytes * 4 // 3 bytes) by
+        # a caller that allocates its big buffers first, before the heap fragments.
         if frame_bytes % 6 or slots < 2:
             raise ValueError("ring: frame_bytes must be a multiple of 6 and slots >= 2")
         self.slots = slots
         self.frame_bytes = frame_bytes
         self.frame_ms = frame_bytes // 48  # 24 kHz mono 16-bit: 48 bytes per ms
         self.slot_len = frame_bytes * 4 // 3
-        self.slot_buffer = bytearray(slots * self.slot_len)
+        self.slot_buffer = buf if buf is not None else bytearray(slots * self.slot_len)
+        if len(self.slot_buffer) < slots * self.slot_len:
+            raise ValueError("ring: buf holds fewer than %d slots" % slots)
         self._seq = array("i", bytes(4 * slots))
         self._time = array("i", bytes(4 * slots))
         self._head = 0  # oldest pending slot

@@ -289,8 +289,10 @@ class Channel:
                 "sample_rate_hz": chunk["sample_rate_hz"],
                 "channels": chunk["channels"],
             }
-            if actual != wire.audio_format():
-                message, details = wire.audio_mismatch(actual)
+            faults = self.host.faults
+            expected_rate = faults.expect_input_rate_hz or self.host.options.input_rate_hz
+            if actual != wire.audio_format(expected_rate):
+                message, details = wire.audio_mismatch(actual, expected_rate)
                 await self.send_error("audio_format_mismatch", message, details)
                 return
         if self.provider != "ready":

@@ -64,6 +64,9 @@ class Faults:
     # Mint grants whose capabilities list only these turning modes (reaches the otherwise
     # unreachable `unsupported_turning_mode` open check).
     grant_turning_modes: list[str] | None = None
+    # Check audio chunks against this rate while still advertising 24 kHz: a provider whose
+    # format changed after channel.opened (reaches the client's audio_format_mismatch path).
+    expect_input_rate_hz: int | None = None
     repeat: bool = False
 
     def validate(self) -> None:

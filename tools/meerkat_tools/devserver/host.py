@@ -63,7 +63,9 @@ class RealtimeHost:
         channel_config: dict | None,
     ) -> Grant:
         modes = self.faults.grant_turning_modes
-        caps = wire.capabilities(tuple(modes) if modes is not None else self.options.turning_modes)
+        caps = wire.capabilities(
+            tuple(modes) if modes is not None else self.options.turning_modes, self.options.input_rate_hz
+        )
         return self.tokens.mint(
             role,
             mode,

@@ -25,6 +25,9 @@ class ServerOptions:
     token_ttl: float = 60.0  # seconds
     turning_modes: tuple[str, ...] = wire.TURNING_MODES
     item_ids: bool = True  # the item_id/response_id/content_index extension on output audio
+    # The provider's negotiated input rate (audio_input_format in the capabilities, and what
+    # audio chunks are checked against). Anything but 24000 makes a 24 kHz device refuse to open.
+    input_rate_hz: int = 24000
     # Reconnect policy used when open_info carried none.
     reconnect_policy: dict = field(default_factory=lambda: dict(wire.DEFAULT_RECONNECT_POLICY))
     record_dir: str | Path | None = None

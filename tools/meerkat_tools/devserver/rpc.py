@@ -177,7 +177,8 @@ class BootstrapApi:
     def capabilities(self, params: dict) -> dict:
         target = parse_target(params)
         self._resolve(target)
-        return {"capabilities": wire.capabilities(self.host.options.turning_modes)}
+        options = self.host.options
+        return {"capabilities": wire.capabilities(options.turning_modes, options.input_rate_hz)}
 
     def handle_line(self, line: bytes) -> dict | None:
         """One JSON-RPC request line -> the response object (None for a notification)."""

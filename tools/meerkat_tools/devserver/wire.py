@@ -97,11 +97,11 @@ def rfc3339(epoch_seconds: float) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-def audio_format() -> dict:
-    return {"mime_type": AUDIO_MIME, "sample_rate_hz": SAMPLE_RATE_HZ, "channels": CHANNELS}
+def audio_format(sample_rate_hz: int = SAMPLE_RATE_HZ) -> dict:
+    return {"mime_type": AUDIO_MIME, "sample_rate_hz": sample_rate_hz, "channels": CHANNELS}
 
 
-def capabilities(turning_modes: list[str] | tuple[str, ...]) -> dict:
+def capabilities(turning_modes: list[str] | tuple[str, ...], input_rate_hz: int = SAMPLE_RATE_HZ) -> dict:
     """Full OpenAI-factory capabilities (section 3.6); empty lists would be omitted."""
     caps: dict[str, Any] = {
         "input_kinds": ["text", "audio"],
@@ -115,7 +115,7 @@ def capabilities(turning_modes: list[str] | tuple[str, ...]) -> dict:
             "transcript_supported": True,
             "tool_lifecycle_events_supported": True,
             "video_supported": False,
-            "audio_input_format": audio_format(),
+            "audio_input_format": audio_format(input_rate_hz),
             "audio_output_format": audio_format(),
         }
     )
@@ -190,9 +190,9 @@ def closed_frame(reason: str) -> dict:
     return {"type": "channel.closed", "reason": reason}
 
 
-def audio_mismatch(actual: dict) -> tuple[str, dict]:
+def audio_mismatch(actual: dict, expected_rate_hz: int = SAMPLE_RATE_HZ) -> tuple[str, dict]:
     """Message and details of `audio_format_mismatch` (section 5.3 step 2, 3.7)."""
-    exp = audio_format()
+    exp = audio_format(expected_rate_hz)
     message = (
         "audio input format does not match provider negotiated format: expected "
         f"{exp['mime_type']} @ {exp['sample_rate_hz']} Hz / {exp['channels']} ch, got "

@@ -51,7 +51,7 @@ class Player:
     def __init__(self, i2s, capacity: "int | bytearray" = 19200, ibuf=8192, mode=DRAIN, block_ms=20, gain_db=0, margin_ms=100, reinit=None):
         # capacity: bytes, or a preallocated bytearray (allocate the big buffers first, before
         # the heap fragments; like micropython.RingIO).
-        buf = capacity if type(capacity) is bytearray else bytearray(capacity & ~1)
+        buf = capacity if isinstance(capacity, bytearray) else bytearray(capacity & ~1)
         if len(buf) < 9600:
             raise ValueError("playback: capacity must hold a 200 ms chunk (9600 bytes)")
         if mode == DRAIN and not IS_MICROPYTHON:

@@ -53,6 +53,11 @@ class SimDevice:
     ):
         if runtime not in ("micropython", "cpython"):
             raise ValueError("runtime must be micropython or cpython")
+        # A board name is looked up by the firmware relative to the working directory; give it
+        # the repository's file so the simulator runs from anywhere.
+        board_file = paths.BOARDS / f"{board}.json"
+        if not board.endswith(".json") and board_file.is_file():
+            board = str(board_file)
         self.spec = {"config": config, "world": world or {}, "board": board, "seconds": seconds}
         self.runtime = runtime
         self.heap = heap
@@ -62,6 +67,7 @@ class SimDevice:
         self.summary: dict | None = None
         self.exit_reason: str | None = None
         self._cond = threading.Condition()
+        self._eof = False  # the board's stdout ended: nothing more will ever arrive
         self._proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="meerkat-sim-")
 
@@ -114,6 +120,7 @@ class SimDevice:
             if self.on_line is not None:
                 self.on_line(line)
         with self._cond:
+            self._eof = True
             self._cond.notify_all()
 
     def _read_stderr(self) -> None:
@@ -172,7 +179,7 @@ class SimDevice:
                 if value:
                     return value
                 left = deadline - time.monotonic()
-                if left <= 0 or (not self.running and self._proc is not None and self._proc.stdout.closed):
+                if left <= 0 or self._eof:
                     break
                 self._cond.wait(min(left, 0.5))
         if raise_on_timeout:

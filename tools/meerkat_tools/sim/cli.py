@@ -1,0 +1,185 @@
+"""meerkat-sim: run the firmware as a simulated board against a Meerkat server.
+
+By default it starts the bundled development server in-process and plays a spoken question into
+the fake microphone; the reply plays on the fake speaker (recorded to a WAV), and a second
+utterance interrupts the reply (a barge-in, reported to the server with the played cursor).
+It prints the conversation as it happens and one JSON summary line at the end."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from .. import mpy, paths
+from .runner import SimDevice, SimError
+
+# The simulated board's heap on the 64-bit unix port. 110K is an ESP32 WROOM's; the same
+# firmware needs more here because objects and pointers are twice as big (README, "Memory").
+DEFAULT_HEAP = "200K"
+QUESTION = paths.FIXTURES / "user_question.wav"
+INTERRUPT = paths.FIXTURES / "user_interrupt.wav"
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(prog="meerkat-sim", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
+    p.add_argument("--heap", default=None, help=f"MicroPython heap (default {DEFAULT_HEAP}; 'none' for unlimited)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--rpc", metavar="HOST:PORT", help="a running server's JSON-RPC TCP listener")
+    where.add_argument("--rest", metavar="URL", help="a running server's REST proxy (http://host:port)")
+    p.add_argument("--session-id", help="target session (default: the dev server's, required with --rpc/--rest)")
+    p.add_argument("--board", default="sim", help="board file name (default: the simulator board)")
+    p.add_argument("--turning-mode", choices=("provider_managed", "explicit_commit"), default="provider_managed")
+    p.add_argument("--mic", type=Path, default=QUESTION, help="WAV played into the microphone (24 kHz mono 16-bit)")
+    p.add_argument("--speaker-out", type=Path, default=Path("speaker.wav"), help="where to record the speaker")
+    p.add_argument("--echo-db", type=float, default=-20.0, help="speaker-to-mic echo in dB ('off' with --no-echo)")
+    p.add_argument("--no-echo", action="store_true", help="no acoustic echo")
+    p.add_argument("--barge-in-at-ms", type=int, default=2500, help="user speech over the reply this many ms after it starts (-1: none)")
+    p.add_argument("--barge-in-wav", type=Path, default=INTERRUPT)
+    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: when the conversation is over)")
+    p.add_argument("--no-item-ids", action="store_true", help="dev server without the item_id extension")
+    p.add_argument("--json", action="store_true", help="print the device's JSON lines instead of a readable log")
+    return p.parse_args(argv)
+
+
+class Printer:
+    """Turns the board's JSON lines into the conversation, as it happens."""
+
+    def __init__(self, raw: bool):
+        self.raw = raw
+        self.t0 = time.monotonic()
+        self.reply = ""
+
+    def __call__(self, line: dict) -> None:
+        if self.raw:
+            print(json.dumps(line), flush=True)
+            return
+        t = "%6.2f" % (time.monotonic() - self.t0)
+        if "log" in line:
+            if line["log"][:1] in "WE":
+                print(f"{t}  ! {line['log']}", flush=True)
+            return
+        ev, data = line.get("ev"), line.get("data")
+        if ev == "output_text_delta":
+            self.reply += data["delta"]
+            return
+        if self.reply and ev in ("turn_completed", "interrupted", "barge_in", "reply_done"):
+            print(f"{t}  assistant: {self.reply.strip()}", flush=True)
+            self.reply = ""
+        if ev == "state":
+            print(f"{t}  [{data}]", flush=True)
+        elif ev == "input_transcript_final":
+            print(f"{t}  user (transcribed): {data['text']}", flush=True)
+        elif ev == "barge_in":
+            ms = data["audio_played_ms"]
+            heard = f", truncate sent: heard {ms} ms of {data['item_id']}" if ms >= 0 else " (no item id: interrupt only)"
+            print(f"{t}  BARGE-IN ({data['reason']}){heard}", flush=True)
+        elif ev == "assistant_transcript_truncated":
+            print(f"{t}  server truncated {data['item_id']} at {data['audio_played_ms']} ms: \"{data.get('truncated_text', '')}\"", flush=True)
+        elif ev == "reconnect":
+            print(f"{t}  reconnecting (attempt {data['attempt']}) in {data['delay_ms']} ms", flush=True)
+        elif ev == "error":
+            print(f"{t}  server error {data['code']}: {data['message']}", flush=True)
+        elif ev in ("turn_started", "turn_committed", "turn_completed", "interrupted", "reply_done"):
+            print(f"{t}  {ev.replace('_', ' ')}", flush=True)
+
+
+def _config(args, rpc=None, rest=None, target=None):
+    server = {"rpc": rpc} if rpc else {"rest": rest}
+    return {
+        "server": server,
+        "target": target,
+        "board": args.board,
+        "turning_mode": args.turning_mode,
+        "log_level": "info",
+        "reconnect": {"max_attempts": 5, "initial_backoff_ms": 200, "max_backoff_ms": 2000, "max_total_ms": 0},
+    }
+
+
+def _world(args):
+    for wav in (args.mic, args.barge_in_wav):
+        if wav and not Path(wav).is_file():
+            raise SystemExit(f"meerkat-sim: no such WAV file: {wav}")
+    world = {"mic_wav": str(args.mic.resolve()), "record": str(args.speaker_out.resolve())}
+    if not args.no_echo:
+        world["echo_db"] = args.echo_db
+    if args.barge_in_at_ms >= 0:
+        world["inject_wav"] = str(args.barge_in_wav.resolve())
+        world["inject_at_ms"] = args.barge_in_at_ms
+    return world
+
+
+def _done(dev: SimDevice, barge: bool) -> bool:
+    """The scripted conversation is over: every reply that started has played out."""
+    done = dev.events("reply_done")
+    if barge:
+        return bool(dev.events("barge_in")) and bool(done)
+    return bool(done)
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
+    paths.require_checkout()
+    heap = None if (args.heap or "").lower() == "none" else (args.heap or DEFAULT_HEAP)
+    printer = Printer(args.json)
+    with contextlib.ExitStack() as stack:
+        if args.rpc or args.rest:
+            if not args.session_id:
+                raise SystemExit("meerkat-sim: --session-id is required with --rpc/--rest")
+            config = _config(args, args.rpc, args.rest, {"type": "session_target", "session_id": args.session_id})
+        else:
+            from ..devserver import DevServer, ServerOptions
+
+            srv = stack.enter_context(DevServer.running(ServerOptions(item_ids=not args.no_item_ids)))
+            host, port = srv.rpc_address
+            config = _config(args, f"{host}:{port}", None, srv.target)
+            if not args.json:
+                print(f"  dev server: rpc {host}:{port}, {srv.ws_url}", flush=True)
+        dev = SimDevice(config, _world(args), args.runtime, heap if args.runtime == "micropython" else None, seconds=args.seconds or 120, on_line=printer)
+        try:
+            dev.start()
+            if args.seconds:
+                dev.wait_summary(args.seconds + 20)
+            else:
+                dev.wait_for(lambda: _done(dev, args.barge_in_at_ms >= 0) or dev.summary, 120, "the end of the conversation")
+        except SimError as exc:
+            print(f"meerkat-sim: {exc}", file=sys.stderr)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            summary = dev.stop()
+    if summary is None:
+        print(f"meerkat-sim: the simulated board did not finish cleanly; {dev.describe_exit()}", file=sys.stderr)
+        return 2
+    out = {
+        "frames_captured": summary.get("frames_captured", 0),
+        "frames_sent": summary.get("frames_sent", 0),
+        "frames_dropped": summary.get("frames_dropped", 0),
+        "frames_discarded": summary.get("frames_discarded", 0),
+        "frames_pending": summary.get("frames_pending", 0),
+        "bytes_sent": summary["bytes_sent"],
+        "events": summary["events"],
+        "barge_ins": summary["barge_ins"],
+        "truncates": [{"item_id": i, "audio_played_ms": ms} for i, ms in summary["truncates"]],
+        "reconnects": summary["reconnects"],
+        "heap_low": summary["heap_low"],
+        "heap": heap if args.runtime == "micropython" else None,
+        "speaker_wav": str(args.speaker_out),
+        "exit": dev.exit_reason,
+        "state": summary["state"],
+    }
+    if summary.get("error"):
+        out["error"] = summary["error"]
+    print(json.dumps(out), flush=True)
+    if summary["state"] == "error":
+        print(f"meerkat-sim: the device stopped with an error: {summary.get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -253,8 +253,9 @@ class Bench:
                     "heap": h,
                     "heap_bytes": _heap_bytes(h),
                     "completed": r["completed"],
-                    "low_water_free": (r.get("heap_low_free") or {}).get("free"),
-                    "peak_used": (r.get("heap_low_free") or {}).get("used"),
+                    # only for a completed run: a failed one stopped before it reached its peak
+                    "low_water_free": (r.get("heap_low_free") or {}).get("free") if r["completed"] else None,
+                    "peak_used": (r.get("heap_low_free") or {}).get("used") if r["completed"] else None,
                     **({"failure": r["failure"]} if "failure" in r else {}),
                     "channel_heap_low": (r.get("summary") or {}).get("heap_low"),
                 }

@@ -192,11 +192,26 @@ def _wait(dev: SimDevice, name: str, timeout: float, where: Any = None) -> Any:
 
 
 def _failure(dev: SimDevice, why: str) -> str:
+    """What stopped the demo, in one line: a MemoryError and where, else the board's own error
+    (a channel in state error, e.g. a bootstrap answer it could not take), else the wait."""
     err = dev.stderr.strip().splitlines()
-    mem = [l for l in err if "MemoryError" in l]
+    mem = [l.strip() for l in err if "MemoryError" in l]
     if mem:
         where = [l.strip() for l in err if l.strip().startswith("File ")]
-        return mem[-1].strip() + (f" (at {where[-1]})" if where else "")
+        text = mem[-1].replace("memory allocation failed, allocating", "allocating")
+        if where:
+            # File ".../meerkat_rt/app.py", line 54, in __init__  ->  app.py:54 (__init__)
+            parts = where[-1].split('"')
+            f = parts[1].rsplit("/", 1)[-1] if len(parts) > 1 else "?"
+            tail = parts[-1].replace(", line ", ":").replace(", in ", " (").strip() + ")"
+            text += f" in {f}{tail}"
+        return text
+    summary = dev.summary or {}
+    if summary.get("error"):
+        return f"the board stopped in state {summary.get('state')}: {summary['error']}"
+    logs = [l for l in dev.logs() if l.startswith("E ")]
+    if logs:
+        return f"the board logged: {logs[-1]}"
     first = why.splitlines()[0]
     return first + (f"; stderr: {err[-1]}" if err else "")
 

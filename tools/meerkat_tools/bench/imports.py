@@ -138,7 +138,8 @@ def wasm(work: Path, timeout: float = 180) -> dict:
         why = ""
         for version in WASM_VERSIONS:
             proc = subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(pkg_root), f"{WASM_PACKAGE}@{version}"],
+                [npm, "install", "--no-audit", "--no-fund", "--silent", "--fetch-retries=1", "--fetch-timeout=20000"]
+                + ["--prefix", str(pkg_root), f"{WASM_PACKAGE}@{version}"],
                 capture_output=True,
                 text=True,
                 timeout=timeout,

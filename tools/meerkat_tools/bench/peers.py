@@ -46,7 +46,8 @@ def fetch(dest: Path, timeout: float = 120) -> dict[str, Peer]:
     wheels.mkdir(exist_ok=True)
     wanted = list(PEERS) + sorted({d for deps in PEERS.values() for d in deps})
     peers = {name: Peer(name) for name in PEERS}
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(wheels), *wanted]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"]
+    cmd += ["--retries", "1", "--timeout", "15", "-d", str(wheels), *wanted]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         failed = proc.returncode != 0
@@ -69,7 +70,7 @@ def fetch(dest: Path, timeout: float = 120) -> dict[str, Peer]:
         need = [name, *PEERS[name]]
         missing = [d for d in need if d not in unpacked]
         if missing:
-            peer.error = f"not installed ({', '.join(missing)}): {why if failed else 'no wheel'}"
+            peer.error = f"pip download failed: {why}" if failed else f"no wheel for {', '.join(missing)}"
             continue
         peer.version = versions[name]
         peer.path = [unpacked[d] for d in need]

@@ -282,11 +282,13 @@ def table(r: dict) -> str:
             f"(bisection over {mh.get('searched')}, {len(mh.get('runs', []))} runs)"
         )
         for run in demo.get("runs", []):
-            state = "completes" if run["completed"] else "fails: " + str(run.get("failure", "?"))[:90]
-            low = run.get("low_water_free")
-            out.append(
-                f"  demo at {run['heap']}: {state}; low-water free {_f(low)} B (live peak {_f(run.get('peak_used'))} B)"
-            )
+            if run["completed"]:
+                out.append(
+                    f"  demo at {run['heap']}: completes; heap low-water {_f(run.get('low_water_free'))} B free "
+                    f"(live peak {_f(run.get('peak_used'))} B of {_f(run.get('heap_bytes'))})"
+                )
+            else:
+                out.append(f"  demo at {run['heap']}: fails: {run.get('failure', '?')}")
     out.append("")
     lat = r.get("latency", {})
     out.append(f"LATENCY  loopback, simulated board at {lat.get('heap', '-')}, {lat.get('completed_runs', 0)}/{lat.get('runs', 0)} runs")

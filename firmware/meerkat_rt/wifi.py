@@ -39,21 +39,27 @@ async def connect(cfg, wlan=None):
     ssid = cfg["ssid"]
     retries = max(1, cfg.get("retries", 3))
     timeout = cfg.get("timeout_ms", 20000)
+    why = ""
     for attempt in range(1, retries + 1):
         if wlan.isconnected():
             break
         wlan.connect(ssid, cfg.get("key", ""))
         t0 = ticks_ms()
         while not wlan.isconnected():
-            if _status(wlan) in _HOPELESS or ticks_diff(ticks_ms(), t0) > timeout:
+            why = _status(wlan)
+            if why in _HOPELESS:
+                break
+            if ticks_diff(ticks_ms(), t0) > timeout:
+                why = "timeout after %d ms, status %s" % (timeout, why)
                 break
             await sleep_ms(100)
         if wlan.isconnected():
             break
-        log.warn("wifi", "joining %s, attempt %d of %d failed (%s)", ssid, attempt, retries, _status(wlan))
+        log.warn("wifi", "joining %s, attempt %d of %d failed (%s)", ssid, attempt, retries, why)
         wlan.disconnect()
-        await sleep_ms(1000)
+        if attempt < retries:
+            await sleep_ms(1000)
     else:
-        raise WifiError("Wi-Fi: could not join %s in %d attempts (status %s)" % (ssid, retries, _status(wlan)))
+        raise WifiError("Wi-Fi: could not join %s in %d attempts (%s)" % (ssid, retries, why))
     log.info("wifi", "joined %s as %s", ssid, wlan.ifconfig()[0])
     return wlan

@@ -318,3 +318,31 @@ def _wait_stats(dev, predicate, timeout):
             assert predicate(s), s
             return s
         dev.wait_for(lambda: False, 0.2, raise_on_timeout=False)  # let the board play on
+
+
+def test_non_retryable_provider_error_stops_without_retrying(tmp_path):
+    faults = _faults(provider_error_at=0.5, provider_error_code="authentication_failed")
+    with conversation(tmp_path, {"faults": faults}) as (srv, dev, rec):
+        summary = dev.wait_summary(20)
+    assert summary["state"] == "error" and "authentication_failed" in summary["error"]
+    assert summary["reconnects"] == 0
+    assert len(srv.client_frames(None, "channel.open")) == 1  # no retry storm
+
+
+def test_unknown_session_stops_at_bootstrap(tmp_path):
+    with conversation(tmp_path, target={"type": "session_target", "session_id": "no-such-session"}) as (srv, dev, rec):
+        summary = dev.wait_summary(20)
+    assert summary["state"] == "error" and "not found" in summary["error"].lower()
+    assert srv.client_frames(None, "channel.open") == []
+
+
+def test_push_to_talk_shorter_than_100_ms_is_not_committed(tmp_path):
+    with conversation(tmp_path, {"reply_wav": SHORT_REPLY}, turning_mode="explicit_commit") as (srv, dev, rec):
+        dev.wait_event("state", 10, where=lambda s: s == "open")
+        dev.send("start_talking")
+        dev.send("stop_talking")
+        err = dev.wait_event("error", 10, where=lambda e: e["code"] == "turn_too_short")
+        assert "100 ms" in err["message"]
+        dev.stop()
+    assert srv.client_frames(None, "channel.commit_turn") == []
+    assert not [f for f in srv.sent_frames() if f["frame"].get("type") == "channel.closed" and f["frame"].get("reason") != "client_closed"]

@@ -1,0 +1,44 @@
+# meerkat_rt.wifi against the fake network.WLAN (tools/meerkat_tools/fakes): joins, gives up
+# with one clear error, and never puts the key into a message.
+import asyncio
+
+import simworld
+from meerkat_rt import log, wifi
+
+KEY = "correct horse battery staple"
+
+
+def _run(cfg, **world):
+    simworld.configure(**world)
+    lines = []
+    old = log.sink
+    log.sink = lines.append
+    try:
+        try:
+            wlan = asyncio.run(wifi.connect(cfg))
+            return wlan, None, lines
+        except wifi.WifiError as exc:
+            return None, exc, lines
+    finally:
+        log.sink = old
+
+
+def test_joins_and_turns_power_save_off():
+    wlan, err, lines = _run({"ssid": "home", "key": KEY, "timeout_ms": 2000, "retries": 2}, wifi_ssid="home", wifi_key=KEY, wifi_connect_ms=100)
+    assert err is None and wlan.isconnected()
+    assert wlan.config("pm") == wlan.PM_NONE
+    assert any("joined home" in line for line in lines)
+
+
+def test_wrong_key_gives_up_after_the_retries_with_a_clear_error():
+    wlan, err, lines = _run({"ssid": "home", "key": KEY + "x", "timeout_ms": 500, "retries": 2}, wifi_ssid="home", wifi_key=KEY)
+    assert wlan is None and "could not join home in 2 attempts" in str(err)
+    assert "wrong_password" in str(err)
+    assert len([line for line in lines if "attempt" in line]) == 2
+    for text in lines + [str(err)]:
+        assert KEY not in text
+
+
+def test_missing_network_times_out_per_attempt():
+    wlan, err, lines = _run({"ssid": "elsewhere", "key": KEY, "timeout_ms": 300, "retries": 1}, wifi_ssid="home")
+    assert wlan is None and "no_ap_found" in str(err)

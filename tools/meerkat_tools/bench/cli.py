@@ -227,7 +227,9 @@ class Bench:
         a = self.args
         mem: dict[str, Any] = {}
         self.log("memory: import costs (unix port)")
-        mem["imports_unix"] = imports.unix(build, self.work)
+        from ..sim.runner import firmware_build
+
+        mem["imports_unix"] = imports.unix(build, self.work, sim_build=firmware_build())
         if a.quick or a.no_wasm:
             mem["imports_wasm"] = {"skipped": "quick mode" if a.quick else "--no-wasm"}
         else:

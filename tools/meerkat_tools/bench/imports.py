@@ -98,20 +98,30 @@ def _write_stubs(where: Path, names: list[str]) -> None:
         (where / f"{n}.py").write_text(STUBS[n])
 
 
-def unix(build: Path, work: Path, timeout: float = 60) -> dict:
-    """Import costs on the unix port (firmware build = x64 .mpy from compile_firmware)."""
+HARNESS = ("simworld", "machine")  # the simulator's own modules in the demo's heap
+
+
+def unix(build: Path, work: Path, sim_build: Path | None = None, timeout: float = 60) -> dict:
+    """Import costs on the unix port (firmware build = x64 .mpy from compile_firmware); with
+    sim_build (the simulator's build: fakes and main program), also the simulator's modules
+    that share the demo's heap, reported apart under "harness"."""
     order_names = load_order(exclude=("_fast_py",))
     stubs = ["network"]
     stub_dir = work / "stubs-unix"
     _write_stubs(stub_dir, stubs)
-    order = stubs + ["meerkat_rt"] + [f"meerkat_rt.{n}" for n in order_names]
+    harness = list(HARNESS) if sim_build is not None else []
+    order = stubs + ["meerkat_rt"] + [f"meerkat_rt.{n}" for n in order_names] + harness
     order_file = work / "order-unix.json"
     order_file.write_text(json.dumps(order))
-    proc = mpy.run(SCRIPT, [str(order_file)], search_path=[build, stub_dir], heap="1M", timeout=timeout, cwd=work)
+    search = [build, stub_dir] + ([sim_build] if sim_build is not None else [])
+    proc = mpy.run(SCRIPT, [str(order_file)], search_path=search, heap="1M", timeout=timeout, cwd=work)
     line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode or not line:
         return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
-    out = _rows(json.loads(line[-1]), stubs)
+    out = _rows(json.loads(line[-1]), stubs + harness)
+    if harness:
+        rows = {r[0]: r for r in json.loads(line[-1])["modules"]}
+        out["harness"] = [{"module": h, "bytes": rows[h][1], **({"error": rows[h][2]} if rows[h][2] else {})} for h in harness]
     sizes = {p.stem: p.stat().st_size for p in (build / "meerkat_rt").glob("*.mpy")}
     for m in out["modules"]:
         m["mpy_bytes"] = sizes.get(m["module"].split(".")[-1] if "." in m["module"] else "__init__")

@@ -268,6 +268,11 @@ def table(r: dict) -> str:
             rows.append([x["module"], "-", "-", _f(x.get("bytes")), _f(x.get("mpy_bytes")), "WebAssembly only (viper's twin)"])
     rows.append(["total", _f(iu.get("total_bytes")), "", _f(iw.get("total_bytes")), "", ""])
     out += _rows(["import, in load order", "unix x64 heap B", ".mpy B", "wasm32 heap B", ".mpy B", ""], rows, left=1)
+    if iu.get("harness"):
+        out.append(
+            "  the simulator's own modules in the demo's heap (not firmware): "
+            + ", ".join(f"{h['module']} {_f(h.get('bytes'))} B" for h in iu["harness"])
+        )
     if "skipped" in iw:
         out.append(f"  WebAssembly port: skipped ({iw['skipped']})")
     elif iw:

@@ -81,7 +81,18 @@ class Bench:
             [mpy.micropython(), "-c", "import sys; print(sys.version)"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
         cross = subprocess.run([mpy.executable("mpy-cross"), "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = None
+        try:
+            head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, cwd=paths.REPO)
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--", "firmware"], capture_output=True, text=True, timeout=10, cwd=paths.REPO
+            )
+            if head.returncode == 0:
+                commit = head.stdout.strip() + ("+firmware changes" if dirty.stdout.strip() else "")
+        except OSError:
+            pass
         return {
+            "commit": commit,
             "platform": platform.platform(),
             "cpu": cpu or platform.processor(),
             "cpus": os.cpu_count(),

@@ -187,7 +187,7 @@ def table(r: dict) -> str:
     m = r.get("machine", {})
     out = [
         f"meerkat-bench ({r.get('mode')}) on {m.get('cpu')} x{m.get('cpus')}, {m.get('platform')}",
-        f"  {m.get('micropython')}; {m.get('mpy_cross')}",
+        f"  {m.get('micropython')}; {m.get('mpy_cross')}; repository {m.get('commit')}",
         "  CPU = host microseconds per second of audio on the unix port (time.ticks_us): compare the",
         "  implementations of this run with each other; these are not ESP32 microseconds.",
         "",
@@ -290,7 +290,8 @@ def table(r: dict) -> str:
             if run["completed"]:
                 out.append(
                     f"  demo at {run['heap']}: completes; heap low-water {_f(run.get('low_water_free'))} B free "
-                    f"(live peak {_f(run.get('peak_used'))} B of {_f(run.get('heap_bytes'))})"
+                    f"(live peak {_f(run.get('peak_used'))} B of {_f(run.get('heap_bytes'))}; the channel's own "
+                    f"heap_low {_f(run.get('channel_heap_low'))} B)"
                 )
             else:
                 out.append(f"  demo at {run['heap']}: fails: {run.get('failure', '?')}")

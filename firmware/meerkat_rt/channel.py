@@ -94,6 +94,7 @@ class Channel:
         self.capabilities = None
         self._ctrl = []  # control frames waiting for the send buffer (bounded)
         self._stop = False
+        self._streaming = False
         self._opened = False
         self._server_paused = False  # channel.status reconnecting: hold input until ready
         self._audio_off = False  # audio_format_mismatch: the server refuses our audio
@@ -154,9 +155,9 @@ class Channel:
             return
         self._talking = False
         ring = self.ring
+        # Frames captured up to now still go out; _send_audio commits after the last of them
+        # (and the mic is held from there).
         self._commit_seq = ring.captured - 1 if ring is not None else -1
-        if ring is not None:
-            ring.hold()
         if self._commit_seq < 0 or ring is None or ring.peek() < 0:
             self._commit()
 
@@ -215,6 +216,23 @@ class Channel:
 
     async def run(self):
         """Run until close() or a non-retryable error. Returns the final state."""
+        import asyncio
+
+        # While connecting or waiting to reconnect, the microphone and the speaker carry on
+        # (the I2S DMA would overflow otherwise and audio would be lost uncounted).
+        local = asyncio.create_task(self._local_pump())
+        try:
+            return await self._run()
+        finally:
+            local.cancel()
+
+    async def _local_pump(self):
+        while True:
+            if not self._streaming:
+                self._pump_local()
+            await sleep_ms(_TICK_MS)
+
+    async def _run(self):
         rc = self.cfg["reconnect"]
         attempt = 0
         t_first_failure = None
@@ -248,7 +266,6 @@ class Channel:
             log.info("chan", "reconnect attempt %d in %d ms", attempt, delay)
             t0 = ticks_ms()
             while not self._stop and ticks_diff(ticks_ms(), t0) < delay:
-                self._pump_local()
                 await sleep_ms(_TICK_MS)
         if self.state not in (ERROR, CLOSED):
             self._set_state(CLOSED)
@@ -301,11 +318,15 @@ class Channel:
             unload("bootstrap")
 
     async def _stream(self):
-        while not self._stop:
-            busy = self._pump_once()
-            if not self.ws.open or self.close_reason is not None:
-                break
-            await sleep_ms(0 if busy else _TICK_MS)
+        self._streaming = True  # from here this loop pumps everything
+        try:
+            while not self._stop:
+                busy = self._pump_once()
+                if not self.ws.open or self.close_reason is not None:
+                    break
+                await sleep_ms(0 if busy else _TICK_MS)
+        finally:
+            self._streaming = False
         reason = self.close_reason
         if reason is not None and reason not in _RETRYABLE:
             if reason == "client_closed" or self._stop:

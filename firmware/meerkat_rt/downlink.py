@@ -33,7 +33,9 @@ class Downlink:
         self.player = player
         self.channel = channel
         self.buf = bytearray(capacity)
-        self.skel = bytearray(capacity)  # skeleton of the last audio chunk that validated
+        # Skeleton of the last audio chunk that validated (about 250 bytes from a Meerkat
+        # server); a longer one is simply parsed every time.
+        self.skel = bytearray(512)
         self.skel_len = -1
         self.skel_ids = None  # (item_id, content_index) of that skeleton
         self.n = 0
@@ -166,9 +168,10 @@ class Downlink:
             raw = data.encode()
             self.b64_ok = self.player.feed_b64(raw, 0, len(raw))
             return ids
-        fast.copy(self.skel, 0, self.buf, 0, n)
-        self.skel_len = n
-        self.skel_ids = ids
+        if n <= len(self.skel):
+            fast.copy(self.skel, 0, self.buf, 0, n)
+            self.skel_len = n
+            self.skel_ids = ids
         return ids
 
     def _parse(self, buf, n):

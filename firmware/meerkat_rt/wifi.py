@@ -30,6 +30,11 @@ async def connect(cfg, wlan=None):
     if wlan is None:
         sta = getattr(network.WLAN, "IF_STA", None)  # MicroPython 1.25+; STA_IF before
         wlan = network.WLAN(sta if sta is not None else network.STA_IF)
+    if cfg.get("hostname"):
+        try:
+            network.hostname(cfg["hostname"])  # type: ignore  # MicroPython 1.20+: DHCP name
+        except (AttributeError, ValueError, OSError):
+            log.warn("wifi", "cannot set the hostname on this port")
     wlan.active(True)
     if not cfg.get("power_save", False):
         try:

@@ -24,9 +24,13 @@ def _run(cfg, **world):
 
 
 def test_joins_and_turns_power_save_off():
-    wlan, err, lines = _run({"ssid": "home", "key": KEY, "timeout_ms": 2000, "retries": 2}, wifi_ssid="home", wifi_key=KEY, wifi_connect_ms=100)
+    import network
+
+    cfg = {"ssid": "home", "key": KEY, "timeout_ms": 2000, "retries": 2, "hostname": "kitchen-voice"}
+    wlan, err, lines = _run(cfg, wifi_ssid="home", wifi_key=KEY, wifi_connect_ms=100)
     assert err is None and wlan.isconnected()
     assert wlan.config("pm") == wlan.PM_NONE
+    assert network.hostname() == "kitchen-voice"
     assert any("joined home" in line for line in lines)
 
 

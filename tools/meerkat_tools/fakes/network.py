@@ -15,6 +15,16 @@ STAT_ASSOC_FAIL = 203
 STAT_CONNECT_FAIL = 203
 STAT_HANDSHAKE_TIMEOUT = 204
 
+_hostname = "mpy-esp32"
+
+
+def hostname(name=None):
+    """network.hostname(): the DHCP host name (MicroPython 1.20+)."""
+    global _hostname
+    if name is None:
+        return _hostname
+    _hostname = name
+
 
 class WLAN:
     IF_STA = 0

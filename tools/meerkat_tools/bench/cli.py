@@ -191,7 +191,7 @@ class Bench:
                 "impl": name,
                 "url": sink.url("/down/"),
                 "chunks_ms": list(CHUNKS_MS),
-                "messages": 10 if a.quick else 50,
+                "audio_s": a.audio_s,
                 "repeats": a.repeats,
                 "warmup": 3 if a.quick else 5,
                 "alloc_messages": 5 if a.quick else 20,
@@ -396,13 +396,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-peers", action="store_true", help="do not download the PyPI peers")
     p.add_argument("--no-demo", action="store_true", help="skip the simulated-board demo (heap search, latencies)")
     p.add_argument("--no-wasm", action="store_true", help="skip the 32-bit import costs on the WebAssembly port")
-    p.add_argument("--audio-s", type=int, default=None, help="seconds of audio per uplink CPU pass (10; quick 1)")
+    p.add_argument("--audio-s", type=int, default=None, help="seconds of audio per CPU pass, uplink and downlink (30; quick 1)")
     p.add_argument("--repeats", type=int, default=None, help="CPU passes per figure, the median is kept (5; quick 1)")
     p.add_argument("--latency-runs", type=int, default=3, help="demo runs for the latencies (3)")
     p.add_argument("--heap-range", type=_heap_range, default=(100, 400, 8), help="LO,HI,STEP in KB for the heap search (100,400,8)")
     a = p.parse_args(argv)
     if a.audio_s is None:
-        a.audio_s = 1 if a.quick else 10
+        a.audio_s = 1 if a.quick else 30
     if a.repeats is None:
         a.repeats = 1 if a.quick else 5
     return a

@@ -3,8 +3,8 @@
 #   micropython -X heapsize=220K mp_downlink.py spec.json
 #
 # spec: {"impl": "meerkat" | "naive", "url": "ws://127.0.0.1:P/down/", "chunks_ms": [20, 100, 200],
-#        "messages": 50, "repeats": 3, "warmup": 5, "alloc_messages": 20, "cpu": bool,
-#        "alloc": bool, "tag": "cpu"}
+#        "audio_s": 30, "repeats": 5, "warmup": 5, "alloc_messages": 20, "cpu": bool,
+#        "alloc": bool, "tag": "cpu"}   (a CPU pass is audio_s seconds of audio, >= 10 messages)
 # The host's loopback peer streams output_audio_chunk messages (exactly the development server's
 # JSON) back to back into the socket. Timed per message: every ws.poll() that did something
 # (socket readinto, frame parsing, the sink) plus, for the naive path, its decode step; polls
@@ -153,7 +153,8 @@ def bench(name, spec, ms):
     impl = IMPLS[name]()
     out = {"impl": name, "chunk_ms": ms}
     cpu = spec.get("cpu", True)
-    total = spec["warmup"] + (spec["repeats"] * spec["messages"] if cpu else 0)
+    messages = max(10, spec["audio_s"] * 1000 // ms)
+    total = spec["warmup"] + (spec["repeats"] * messages if cpu else 0)
     total += spec["alloc_messages"] + 1 if spec.get("alloc", True) else 0
     try:
         impl.setup(ms, spec["url"] + "%s-%d-%s?ms=%d&n=%d" % (name, ms, spec.get("tag", "x"), ms, total + 4))
@@ -163,13 +164,13 @@ def bench(name, spec, ms):
             idle = 0
             for _ in range(spec["repeats"]):
                 gc.collect()
-                us, _, i = run_pass(impl, spec["messages"])
+                us, _, i = run_pass(impl, messages)
                 runs.append(us)
                 idle += i
-            audio_s = spec["messages"] * ms / 1000
-            out["messages_per_pass"] = spec["messages"]
+            audio_s = messages * ms / 1000
+            out["messages_per_pass"] = messages
             out["cpu_us_per_audio_s"] = round(median(runs) / audio_s, 1)
-            out["us_per_message"] = round(median(runs) / spec["messages"], 1)
+            out["us_per_message"] = round(median(runs) / messages, 1)
             out["passes_us_per_audio_s"] = [round(r / audio_s, 1) for r in runs]
             out["idle_polls"] = idle
         if spec.get("alloc", True):

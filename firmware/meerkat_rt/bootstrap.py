@@ -107,8 +107,8 @@ async def call(settings, method, params, check=None):
         )
     except protocol.ProtocolError as e:
         raise BootstrapError("%s: bad answer from %s: %s" % (method, where, e.reason), "protocol", False)
-    except MemoryError:  # an answer line far larger than any open_info
-        raise BootstrapError("%s: answer from %s too large" % (method, where), "protocol", False)
+    except MemoryError:  # the heap, not the server: say so (retrying will not help)
+        raise BootstrapError("%s: out of memory reading the answer from %s (the heap is too small)" % (method, where), "memory", False)
 
 
 async def _rpc(host, port, method, params):

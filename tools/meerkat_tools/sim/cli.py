@@ -19,7 +19,7 @@ from .runner import SimDevice, SimError
 
 # The simulated board's heap on the 64-bit unix port. 110K is an ESP32 WROOM's; the same
 # firmware needs more here because objects and pointers are twice as big (README, "Memory").
-DEFAULT_HEAP = "200K"
+DEFAULT_HEAP = "224K"
 QUESTION = paths.FIXTURES / "user_question.wav"
 INTERRUPT = paths.FIXTURES / "user_interrupt.wav"
 

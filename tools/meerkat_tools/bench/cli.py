@@ -397,7 +397,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-demo", action="store_true", help="skip the simulated-board demo (heap search, latencies)")
     p.add_argument("--no-wasm", action="store_true", help="skip the 32-bit import costs on the WebAssembly port")
     p.add_argument("--audio-s", type=int, default=None, help="seconds of audio per CPU pass, uplink and downlink (30; quick 1)")
-    p.add_argument("--repeats", type=int, default=None, help="CPU passes per figure, the median is kept (5; quick 1)")
+    p.add_argument("--repeats", type=int, default=None, help="CPU passes per figure, the fastest is kept (5; quick 1)")
     p.add_argument("--latency-runs", type=int, default=3, help="demo runs for the latencies (3)")
     p.add_argument("--heap-range", type=_heap_range, default=(100, 400, 8), help="LO,HI,STEP in KB for the heap search (100,400,8)")
     a = p.parse_args(argv)

@@ -169,8 +169,9 @@ def bench(name, spec, ms):
                 idle += i
             audio_s = messages * ms / 1000
             out["messages_per_pass"] = messages
-            out["cpu_us_per_audio_s"] = round(median(runs) / audio_s, 1)
-            out["us_per_message"] = round(median(runs) / messages, 1)
+            out["cpu_us_per_audio_s"] = round(min(runs) / audio_s, 1)  # the fastest pass
+            out["median_us_per_audio_s"] = round(median(runs) / audio_s, 1)
+            out["us_per_message"] = round(min(runs) / messages, 1)
             out["passes_us_per_audio_s"] = [round(r / audio_s, 1) for r in runs]
             out["idle_polls"] = idle
         if spec.get("alloc", True):

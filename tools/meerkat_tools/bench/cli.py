@@ -53,7 +53,7 @@ class Bench:
 
     # ------------------------------------------------------------------ running scripts
 
-    def mp_json(self, script: Path, spec: dict, search: list[Path], heap: str, timeout: float) -> list[dict]:
+    def mp_json(self, script: Path, spec: dict, search: list[Path | str], heap: str, timeout: float) -> list[dict]:
         spec_file = self.work / f"spec-{time.monotonic_ns()}.json"
         spec_file.write_text(json.dumps(spec))
         try:
@@ -103,10 +103,10 @@ class Bench:
 
     def uplink(self, sink: LoopbackPeer, build: Path, peer_set: dict[str, peers.Peer]) -> dict:
         a = self.args
-        impls: dict[str, list[Path]] = {"meerkat": [], "naive": []}
+        impls: dict[str, list[Path | str]] = {"meerkat": [], "naive": []}
         for name, p in peer_set.items():
             if p.error is None:
-                impls[name] = p.path
+                impls[name] = list(p.path)
         out: dict[str, dict] = {str(ms): {} for ms in FRAMES_MS}
         for name, extra in impls.items():
             self.log(f"uplink: {name}")
@@ -162,21 +162,21 @@ class Bench:
             pypi = {n: v for n, v in others.items() if n != "naive"}
             entry: dict[str, Any] = {}
             if "cpu_us_per_audio_s" in ours and others:
-                best = min(others, key=others.get)
+                best = min(others, key=lambda n: others[n])
                 entry = {
                     "best_peer": best,
                     "best_peer_cpu_us_per_audio_s": others[best],
                     "cpu_ratio": round(others[best] / ours["cpu_us_per_audio_s"], 2),
                 }
                 if pypi:
-                    bp = min(pypi, key=pypi.get)
+                    bp = min(pypi, key=lambda n: pypi[n])
                     entry["best_pypi_client"] = bp
                     entry["cpu_ratio_best_pypi_client"] = round(pypi[bp] / ours["cpu_us_per_audio_s"], 2)
                 sends = {
                     n: r["send_us_per_audio_s"] for n, r in row.items() if n != "meerkat" and "send_us_per_audio_s" in r and not r.get("error")
                 }
                 if sends and ours.get("send_us_per_audio_s"):
-                    bs = min(sends, key=sends.get)
+                    bs = min(sends, key=lambda n: sends[n])
                     entry["best_send_path"] = bs
                     entry["send_ratio"] = round(sends[bs] / ours["send_us_per_audio_s"], 2)
             ratios[str(ms)] = entry
@@ -348,9 +348,10 @@ class Bench:
                 n: ({"status": "installed", "version": p.version} if p.error is None else {"status": "skipped", "reason": p.error})
                 for n, p in peer_set.items()
             }
+        peer_info: dict[str, dict[str, Any]] = self.result["peers"]
         with LoopbackPeer() as sink:
             up = self.uplink(sink, build, peer_set)
-            for n, info in self.result["peers"].items():
+            for n, info in peer_info.items():
                 if info["status"] == "installed":
                     errs = {ms: up["results"][str(ms)].get(n, {}).get("error") for ms in FRAMES_MS}
                     errs = {k: v for k, v in errs.items() if v}

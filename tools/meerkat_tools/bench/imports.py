@@ -113,7 +113,9 @@ def unix(build: Path, work: Path, sim_build: Path | None = None, timeout: float 
     order = stubs + ["meerkat_rt"] + [f"meerkat_rt.{n}" for n in order_names] + harness
     order_file = work / "order-unix.json"
     order_file.write_text(json.dumps(order))
-    search = [build, stub_dir] + ([sim_build] if sim_build is not None else [])
+    search: list[Path | str] = [build, stub_dir]
+    if sim_build is not None:
+        search.append(sim_build)
     proc = mpy.run(SCRIPT, [str(order_file)], search_path=search, heap="1M", timeout=timeout, cwd=work)
     line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode or not line:

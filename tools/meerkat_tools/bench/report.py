@@ -20,7 +20,7 @@ DEVICE_HEAP_K = 110
 
 def envelope_sizes() -> dict:
     """Bytes around the base64 of one uplink frame, from the firmware's own template."""
-    from meerkat_rt import protocol
+    from meerkat_rt import protocol  # type: ignore[import-not-found]  # the firmware package, installed beside the tools
 
     t = protocol.AudioInputTemplate()
 

@@ -25,9 +25,11 @@ the unix port's time.ticks_us() reads too):
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import math
+import shutil
 import statistics
 import tempfile
 import threading
@@ -51,7 +53,9 @@ def probe_build() -> Path:
     global _PROBE_BUILD
     with _PROBE_LOCK:
         if _PROBE_BUILD is None:
-            _PROBE_BUILD = mpy.compile_modules([PROBE], Path(tempfile.mkdtemp(prefix="meerkat-bench-probe-")))
+            where = Path(tempfile.mkdtemp(prefix="meerkat-bench-probe-"))
+            atexit.register(shutil.rmtree, where, True)
+            _PROBE_BUILD = mpy.compile_modules([PROBE], where)
         return _PROBE_BUILD
 
 
@@ -121,10 +125,17 @@ def run(
     """One demo run; never raises for a failed demo (the result says what happened).
     probe: run mp_probe (clock and world lines, needed for the latencies); sample_heap: with
     the probe, also gc.collect() every 20 ms for the heap low-water."""
+    work = Path(tempfile.mkdtemp(prefix="meerkat-bench-demo-"))
+    try:
+        return _run(work, heap, probe, record, timeout, frame_ms, sample_heap)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(work: Path, heap: str, probe: bool, record: bool, timeout: float, frame_ms: int, sample_heap: bool) -> dict:
     from ..devserver import DevServer, ServerOptions
 
     out: dict[str, Any] = {"heap": heap, "completed": False, "probe": probe}
-    work = Path(tempfile.mkdtemp(prefix="meerkat-bench-demo-"))
     spk_wav = work / "speaker.wav"
     index = json.loads((paths.FIXTURES / "index.json").read_text())
     with DevServer.running(ServerOptions()) as srv:

@@ -14,7 +14,6 @@ import ast
 import json
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from .. import mpy, paths
@@ -199,8 +198,4 @@ def wasm(work: Path, timeout: float = 180) -> dict:
         return out
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return {"skipped": f"WebAssembly port unavailable: {exc}"}
-
-
-def temp_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="meerkat-bench-imports-"))
 

@@ -330,7 +330,12 @@ def table(r: dict) -> str:
     out.append("TARGETS")
     for t in r.get("targets", []):
         verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        out.append(f"  [{verdict}] {t['target']}: {_f(t['value'], 3) if not isinstance(t['value'], dict) else ''}")
+        value = t["value"]
+        if isinstance(value, dict):  # zero_alloc: {"uplink_bytes_per_frame": {ms: B}, ...}
+            value = "; ".join(
+                f"{k.split('_')[0]} " + "/".join(_f(v) for v in d.values()) + " B" for k, d in value.items() if isinstance(d, dict)
+            )
+        out.append(f"  [{verdict}] {t['target']}: {_f(value, 3)}")
         if t.get("note"):
             out.append(f"      {t['note']}")
     out.append(f"\n({r.get('duration_s')} s)")

@@ -238,9 +238,8 @@ class Bench:
         a = self.args
         mem: dict[str, Any] = {}
         self.log("memory: import costs (unix port)")
-        from ..sim.runner import firmware_build
-
-        mem["imports_unix"] = imports.unix(build, self.work, sim_build=firmware_build())
+        fakes = mpy.compile_modules(sorted(paths.FAKES.glob("*.py")), self.work / "fakes")  # simworld, machine
+        mem["imports_unix"] = imports.unix(build, self.work, sim_build=fakes)
         if a.quick or a.no_wasm:
             mem["imports_wasm"] = {"skipped": "quick mode" if a.quick else "--no-wasm"}
         else:

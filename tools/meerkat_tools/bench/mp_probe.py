@@ -12,7 +12,7 @@
 #     world's clock), so world sample indices map onto the host's time.monotonic();
 #   - prints {"bench": "world", ...} when the world's microphone start (rx0) or the speaker's
 #     first audio (spk_start) becomes known, with where the speaker recording starts.
-# The probe costs about a kilobyte of heap (this module and its task), included in the figures.
+# The probe costs about 1.4 KB of heap (this module and its task), included in the figures.
 import gc
 import json
 import sys

@@ -15,7 +15,7 @@
 import gc
 
 from . import log, protocol
-from .compat import const, mem_free, sleep_ms, ticks_diff, ticks_ms, unload
+from .compat import const, mem_free, sleep_ms, ticks_diff, ticks_ms, ticks_us, unload
 from .downlink import Downlink
 from .ws import WebSocket, WebSocketError
 
@@ -373,10 +373,16 @@ class Channel:
         self._ctrl.append(frame)
 
     def _send_control(self):
-        if not self._ctrl or self.state != OPEN or not self.ws.can_send():
-            return False
-        self.ws.send_text_nowait(self._ctrl.pop(0))
-        return True
+        # Queued control frames go out together, in one pass, each written at once: a
+        # barge-in's interrupt and truncate reach the server back to back, not after the reply
+        # audio the server had streamed ahead has been read and dropped.
+        ws = self.ws
+        sent = False
+        while self._ctrl and self.state == OPEN and ws.can_send():
+            ws.send_text_nowait(self._ctrl.pop(0))
+            ws.flush()
+            sent = True
+        return sent
 
     def _send_audio(self):
         ring = self.ring
@@ -461,7 +467,14 @@ class Channel:
         self._reply = False
         self._drop_audio = True
         self.barge_ins += 1
-        self._emit("barge_in", {"reason": why, "item_id": item, "audio_played_ms": heard})
+        ev = {"reason": why, "item_id": item, "audio_played_ms": heard, "t_us": ticks_us()}
+        cap = self.capture
+        if why == "vad" and cap is not None and cap.vad is not None:
+            # What the detector saw: for tuning vad_sensitivity and the echo coupling.
+            ev["mic_level"] = cap.level
+            ev["threshold"] = cap.vad.threshold
+            ev["speaker_level"] = cap.vad.speaker
+        self._emit("barge_in", ev)
         log.info("chan", "barge-in (%s): item %s heard %d ms", why, item, heard)
         self._listen(self.cfg["audio"]["preroll_ms"])
 

@@ -258,18 +258,23 @@ class Player:
     def _done(self, k, now):
         # k bytes at the ring's read index were accepted by the I2S driver.
         q = self._queued(now, 0)
-        rd = self._rd
-        level = fast.mean_abs(self.buf, rd, k >> 1)
+        # The level of each 10 ms of what was written, for level_now(): one average over a
+        # long write (poll mode takes up to ibuf at once) would hide a loud start behind a
+        # quiet one, and the echo-aware VAD would take its own voice for the user's.
         cells = self._cells
         nc = len(cells)
         p = self._pos
-        c = p // _CELL
-        if p % _CELL:  # a cell shared with the previous write keeps the louder level
-            cells[c % nc] = max(cells[c % nc], level)
-            c += 1
-        while c * _CELL < p + k:
-            cells[c % nc] = level
-            c += 1
+        off = self._rd
+        end = p + k
+        while p < end:
+            n = min(end - p, _CELL - p % _CELL)
+            level = fast.mean_abs(self.buf, off, n >> 1)
+            c = p // _CELL % nc
+            if p % _CELL and cells[c] > level:
+                level = cells[c]  # a cell shared with the previous write keeps the louder
+            cells[c] = level
+            p += n
+            off += n
         if not q and self._acc[self._se[self._sh]]:
             self.underruns += 1  # the DAC ran dry inside an item
         self._pos = self._consume(k, True)
@@ -392,9 +397,23 @@ class Player:
         return not self._n and not self._busy and not self._queued(self.clock(), _SLACK)
 
     def level_now(self):
-        """Mean absolute level of the samples leaving the speaker now (0 when silent)."""
+        """Mean absolute level of the samples leaving the speaker now (0 when silent): the
+        loudest 10 ms cell within the model's uncertainty around the play head (it may be a
+        SLACK late, and the echo of what follows it arrives while a block is captured), so the
+        echo-aware VAD never hears the speaker's own voice before it knows it is playing (the
+        cursor's model errs late, which is right for the cursor and wrong for the echo)."""
         q = self._queued(self.clock(), 0)
         if not q:
             return 0
         cells = self._cells
-        return cells[((self._pos - q) & _MASK) // _CELL % len(cells)]
+        nc = len(cells)
+        head = (self._pos - q) & _MASK
+        lo = (head - _SLACK) // _CELL if head > _SLACK else 0
+        hi = min(head + 2 * _SLACK, self._pos) // _CELL
+        level = 0
+        while lo <= hi:
+            v = cells[lo % nc]
+            if v > level:
+                level = v
+            lo += 1
+        return level

@@ -14,7 +14,8 @@
 #   speaks: it follows that ratio up quickly and down slowly (an upper envelope), and only from
 #   blocks within the current threshold, so a user talking over the reply never teaches it.
 #   It starts from the board's coupling_db (conservative: too high costs sensitivity until it
-#   has adapted, too low makes the device interrupt itself) and is kept across turns.
+#   has adapted, too low makes the device interrupt itself) and is kept across turns. Only
+#   blocks where the speaker is playing right now teach it.
 # Onset after onset_ms of consecutive loud blocks; end after hangover_ms without one.
 # Integer arithmetic only: a float op allocates on MicroPython, and this runs 100 times a second.
 from .compat import const
@@ -71,8 +72,11 @@ class VAD:
         elif s < _MIN_SPEAKER:
             f += ((m - f) >> (10 if self.speaking else 6)) + 1
         self.floor = f
-        # Echo coupling, from blocks that look like echo only.
-        if s >= _MIN_SPEAKER and not loud and not self.speaking and not self._run:
+        # Echo coupling, from blocks that look like echo only: the speaker must be playing now
+        # (not just its decaying envelope: after a stop or in a pause nothing comes back, and
+        # learning from that silence would talk the coupling down until the device's own
+        # voice trips it).
+        if speaker >= _MIN_SPEAKER and not loud and not self.speaking and not self._run:
             r = (mic - floor) * 4096 // s if mic > floor else 0
             c = self.coupling
             if r > c:

@@ -482,6 +482,16 @@ class WebSocket:
             self._shutdown(1006, "keepalive timeout")
         return did
 
+    def flush(self):
+        """Write what the socket accepts now, without reading (poll() does both)."""
+        if self.state == _IDLE or self.state == _CLOSED:
+            return False
+        try:
+            return self._flush()
+        except OSError as e:
+            self._shutdown(1006, "connection lost: %s" % e)
+            return True
+
     def keepalive(self, interval_ms, timeout_ms=0):
         """Ping when nothing arrived for interval_ms (0: never); declare the link dead when nothing
         at all (not even a pong) arrived for timeout_ms (0: never). Call only after channel.opened."""

@@ -89,7 +89,9 @@ def test_text_turn(tmp_path):
 
 @pytest.mark.parametrize("runtime", ["micropython", "cpython"])
 def test_barge_in_sends_an_honest_truncate(tmp_path, runtime):
-    world = {"mic_wav": QUESTION, "echo_db": -20, "inject_wav": INTERRUPT, "inject_at_ms": 2500}
+    # A short interruption ("Hello there.", then silence), so that the new turn's reply is not
+    # itself talked over by the rest of a longer one.
+    world = {"mic_wav": QUESTION, "echo_db": -20, "inject_wav": str(FIX / "user_hello.wav"), "inject_at_ms": 2500}
     with conversation(tmp_path, {}, world, runtime) as (srv, dev, rec):
         barge = dev.wait_event("barge_in", 30)
         truncated = dev.wait_event("assistant_transcript_truncated", 10)

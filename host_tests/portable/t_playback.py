@@ -249,12 +249,14 @@ def test_level_now_is_what_leaves_the_speaker_after_the_queue():
     _chunk(p, "a", bytearray(48 * 100) + _pcm(100, 3, level=8000))  # 100 ms silence, then loud
     _step(p, dac, clock)
     assert p.level_now() == 0  # the silence is playing, the loud part is queued
-    for _ in range(95):
+    # level_now() looks a little around the modelled play head (-13 ms .. +25 ms: the model
+    # errs late, and the echo-aware VAD must not hear the speaker before it knows it plays).
+    for _ in range(70):
         _step(p, dac, clock)
-    assert p.level_now() == 0
-    for _ in range(10):
+    assert p.level_now() == 0  # 25 ms before the loud part: still silence
+    for _ in range(35):
         _step(p, dac, clock)
-    assert 3000 < p.level_now() < 5000  # mean |x| of uniform noise at +-8000
+    assert 3000 < p.level_now() < 6000  # the loudest 10 ms mean |x| of uniform noise at +-8000
     for _ in range(120):
         _step(p, dac, clock)
     assert p.level_now() == 0  # drained

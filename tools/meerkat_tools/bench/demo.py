@@ -78,21 +78,12 @@ class ProbedSimDevice(SimDevice):
         self.launched: float | None = None
 
     def start(self) -> "ProbedSimDevice":
-        build = firmware_build()  # compiled before the clock starts
-        if not self.probe or self.runtime != "micropython":
-            self.launched = time.monotonic()
-            super().start()
-            return self
-        extra = probe_build()
-        # SimDevice.start() with our module: same spec file, same reader threads.
+        firmware_build()  # compiled before the clock starts
+        if self.probe and self.runtime == "micropython":
+            self.main = PROBE.stem
+            self.extra_path = [probe_build()]
         self.launched = time.monotonic()
-        spec_path = Path(self._dir.name) / "spec.json"
-        spec_path.write_text(json.dumps(self.spec))
-        self._proc = mpy.popen(
-            PROBE.stem, [str(spec_path)], search_path=[build, extra], heap=self.heap, module=True
-        )
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        super().start()
         return self
 
 

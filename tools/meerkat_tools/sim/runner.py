@@ -3,8 +3,10 @@ port or CPython), follow its JSON-line output, send it commands, collect the sum
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ def firmware_build() -> Path:
     with _BUILD_LOCK:
         if _BUILD is None:
             build = mpy.compile_firmware(Path(tempfile.mkdtemp(prefix="meerkat-sim-mpy-")))
+            atexit.register(shutil.rmtree, build, True)
             mpy.compile_modules(sorted(paths.FAKES.glob("*.py")), build)
             mpy.compile_modules([DEVICE], build)
             _BUILD = build
@@ -50,7 +53,11 @@ class SimDevice:
         board: str = "sim",
         seconds: float = 0,
         on_line: Callable[[dict], None] | None = None,
+        main: str = DEVICE.stem,
+        extra_path: list[Path] | tuple[Path, ...] = (),
     ):
+        """main: the board's main module on the unix port (another one, precompiled in one of
+        extra_path, may wrap `device`: the benchmark's probe does)."""
         if runtime not in ("micropython", "cpython"):
             raise ValueError("runtime must be micropython or cpython")
         # A board name is looked up by the firmware relative to the working directory; give it
@@ -61,6 +68,8 @@ class SimDevice:
         self.spec = {"config": config, "world": world or {}, "board": board, "seconds": seconds}
         self.runtime = runtime
         self.heap = heap
+        self.main = main
+        self.extra_path = list(extra_path)
         self.on_line = on_line
         self.lines: list[dict] = []
         self.stderr = ""
@@ -78,7 +87,7 @@ class SimDevice:
         spec_path.write_text(json.dumps(self.spec))
         if self.runtime == "micropython":
             self._proc = mpy.popen(
-                DEVICE.stem, [str(spec_path)], search_path=[firmware_build()], heap=self.heap, module=True
+                self.main, [str(spec_path)], search_path=[firmware_build(), *self.extra_path], heap=self.heap, module=True
             )
         else:
             env = dict(os.environ)

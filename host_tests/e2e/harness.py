@@ -12,10 +12,10 @@ from meerkat_tools.devserver import DevServer, ServerOptions
 from meerkat_tools.sim import SimDevice
 
 FIX = paths.FIXTURES
-# The heap of the simulated board on the 64-bit unix port. A no-PSRAM ESP32 has ~112 KB; on
-# this port every object and pointer is twice its ESP32 size and the firmware's code alone
-# takes about 100 KB of heap, so the full device does not fit in 110K here. README
-# ("Memory") gives the measured minimum and the 32-bit estimate; meerkat-bench prints them.
+# The heap of the simulated board on the unix port. A no-PSRAM ESP32 has ~112 KB, but the
+# firmware's code alone takes about 107 KB of heap when loaded from .mpy files (117 KB on this
+# 64-bit port), so the whole device does not fit in 110K; on a board it is frozen or in ROMFS.
+# 224K is 28K above the smallest heap at which the demo completes (README, "Memory").
 HEAP = "224K"
 FAST_RECONNECT = {"max_attempts": 0, "initial_backoff_ms": 50, "max_backoff_ms": 400, "max_total_ms": 0}
 

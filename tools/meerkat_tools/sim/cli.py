@@ -17,8 +17,9 @@ from pathlib import Path
 from .. import mpy, paths
 from .runner import SimDevice, SimError
 
-# The simulated board's heap on the 64-bit unix port. 110K is an ESP32 WROOM's; the same
-# firmware needs more here because objects and pointers are twice as big (README, "Memory").
+# The simulated board's heap on the unix port: 28K above the smallest heap at which the demo
+# completes. 110K is an ESP32 WROOM's, where the package must be frozen or in ROMFS because its
+# code alone takes about 107 KB of heap when loaded from files (README, "Memory").
 DEFAULT_HEAP = "224K"
 QUESTION = paths.FIXTURES / "user_question.wav"
 INTERRUPT = paths.FIXTURES / "user_interrupt.wav"

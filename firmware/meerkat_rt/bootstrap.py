@@ -31,7 +31,7 @@ _LOOPBACK = ("0.0.0.0", "127.0.0.1", "localhost", "[::]", "[::1]")
 
 class BootstrapError(Exception):
     """A failed bootstrap request. kind: session_not_found, capability_unavailable,
-    turning_mode_unsupported, invalid_params, unreachable, timeout, server, protocol."""
+    turning_mode_unsupported, invalid_params, unreachable, timeout, server, protocol, memory."""
 
     def __init__(self, message, kind, retryable):
         super().__init__(message)

@@ -282,6 +282,8 @@ class Channel:
         if "server_reconnect_policy" in cfg:  # the server's own provider reconnect cycle
             settings["reconnect_policy"] = cfg["server_reconnect_policy"]
         info = await self._bootstrap(settings)
+        if info["ws_url"].startswith("wss://") and self.tls is None:
+            self.tls = self._default_tls()
         await self.ws.connect(info["ws_url"], tls=self.tls, timeout_ms=cfg["server"]["timeout_ms"])
         self._opened = False
         self.close_reason = None
@@ -303,6 +305,19 @@ class Channel:
         if ka["interval_ms"]:
             self.ws.keepalive(ka["interval_ms"], ka["timeout_ms"])  # only now: never before opened
         self._set_state(OPEN)
+
+    def _default_tls(self):
+        # A wss:// server but no tls section: verify against the platform's trust store where
+        # there is one (CPython); a board has none, which is a configuration error, not
+        # something a reconnect could fix.
+        from . import tls
+
+        try:
+            return tls.context()
+        except ValueError as exc:
+            raise ChannelError("the server's ws_url is wss://: %s (config.json tls.ca_file, DER)" % exc)
+        finally:
+            unload("tls")
 
     async def _bootstrap(self, settings):
         # Loaded for each (re)connect and dropped again: about 6 KB of heap back while streaming.

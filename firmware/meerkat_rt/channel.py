@@ -120,6 +120,7 @@ class Channel:
         self.truncates = []  # (item_id, audio_played_ms) as sent
         self.events = {}  # server event type -> count
         self.audio_frames_sent = 0
+        self.audio_received_ms = 0  # assistant audio taken by the player
         self.late_chunks = 0
         self.late_events = 0
         self.heap_low = mem_free()
@@ -189,6 +190,7 @@ class Channel:
             "truncates": list(self.truncates),
             "events": dict(self.events),
             "audio_frames_sent": self.audio_frames_sent,
+            "audio_received_ms": self.audio_received_ms,
             "late_chunks": self.late_chunks,
             "late_events": self.late_events,
             "downlink_dropped": self.down.dropped,
@@ -592,7 +594,9 @@ class Channel:
         return True
 
     def audio_done(self, item_id, ms):
-        pass
+        # ms: what the player took of the chunk (0: dropped, a stopped item; -1: cut short).
+        if ms > 0:
+            self.audio_received_ms += ms
 
     ########################################################################
 

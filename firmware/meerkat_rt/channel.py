@@ -47,6 +47,10 @@ _RETRYABLE = (
 )
 
 _TICK_MS = const(5)  # pump sleep when idle: well under one 20 ms frame
+# A reply that goes quiet this long (no event, nothing left to play) without turn_completed is
+# given up: the mic must never stay held because an end-of-turn event was lost. Tool calls
+# (15 s by default) refresh it with their own events.
+_REPLY_IDLE_MS = const(30000)
 _CTRL_QUEUE = const(8)
 
 
@@ -101,6 +105,7 @@ class Channel:
         # turn state
         self._reply = False  # an assistant turn is in progress (mic held)
         self._reply_done = False  # turn_completed (or nothing more will come)
+        self._t_reply = 0  # ticks of the reply's latest sign of life
         self._drop_audio = False  # after an interruption, until the next turn_committed
         self._item = None  # id of the newest assistant item with audio
         self._index = 0  # its content_index
@@ -444,13 +449,19 @@ class Channel:
     def _start_reply(self):
         self._reply = True
         self._reply_done = False
+        self._t_reply = ticks_ms()
         self._drop_audio = False
         if self.ring is not None:
             self.ring.hold()
 
     def _check_reply_end(self):
         # The reply is over when the server said so and the speaker has played everything.
-        if self._reply and self._reply_done and self.player.idle():
+        if not self._reply or not self.player.idle():
+            return
+        if not self._reply_done and ticks_diff(ticks_ms(), self._t_reply) > _REPLY_IDLE_MS:
+            log.warn("chan", "the reply went quiet without turn_completed: listening again")
+            self._reply_done = True
+        if self._reply_done:
             self._reply = False
             self._listen(0)
             self._emit("reply_done", self._item)
@@ -541,6 +552,7 @@ class Channel:
         self._server_paused = status["state"] == "reconnecting"
         if self._server_paused:
             self._session_items = []  # a new provider session is coming: old ids die with it
+            self._reply_done = True  # and the reply in progress, if any, dies with the old one
         self._emit("status", status)
 
     def _on_error(self, frame):
@@ -559,6 +571,7 @@ class Channel:
     def _on_event(self, event):
         etype = event["type"]
         self.events[etype] = self.events.get(etype, 0) + 1
+        self._t_reply = ticks_ms()
         if self._drop_audio and etype in ("output_text_delta", "turn_completed"):
             # Still the interrupted reply: the server ran ahead of the speaker (text streams
             # faster than audio) or finished it before our interrupt arrived. Not for the app.
@@ -584,6 +597,7 @@ class Channel:
             return False
         if self.primary and not self._reply:
             self._start_reply()  # reply audio is about to play: the mic must be held now
+        self._t_reply = ticks_ms()
         if item_id != self._item:
             if self._item is not None:
                 _remember(self._finished_ids, self._item)

@@ -39,7 +39,13 @@ def _args(argv):
     p.add_argument("--speaker-out", type=Path, default=Path("speaker.wav"), help="where to record the speaker")
     p.add_argument("--echo-db", type=float, default=-20.0, help="speaker-to-mic echo in dB ('off' with --no-echo)")
     p.add_argument("--no-echo", action="store_true", help="no acoustic echo")
-    p.add_argument("--barge-in-at-ms", type=int, default=2500, help="user speech over the reply this many ms after it starts (-1: none)")
+    p.add_argument(
+        "--barge-in-at-ms",
+        type=int,
+        default=2500,
+        help="user speech over the reply this many ms after it starts (-1: none; provider_managed only: "
+        "with push-to-talk the button is held for the mic WAV and nothing interrupts)",
+    )
     p.add_argument("--barge-in-wav", type=Path, default=INTERRUPT)
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: when the conversation is over)")
     p.add_argument("--no-item-ids", action="store_true", help="dev server without the item_id extension")
@@ -108,10 +114,22 @@ def _world(args):
     world = {"mic_wav": str(args.mic.resolve()), "record": str(args.speaker_out.resolve())}
     if not args.no_echo:
         world["echo_db"] = args.echo_db
-    if args.barge_in_at_ms >= 0:
+    if args.barge_in_at_ms >= 0 and args.turning_mode == "provider_managed":
         world["inject_wav"] = str(args.barge_in_wav.resolve())
         world["inject_at_ms"] = args.barge_in_at_ms
     return world
+
+
+def _push_to_talk(dev: SimDevice, mic: Path) -> None:
+    """explicit_commit: the simulated user holds the button for the length of the mic WAV."""
+    import wave
+
+    with wave.open(str(mic)) as w:
+        seconds = w.getnframes() / w.getframerate()
+    dev.wait_event("state", 20, where=lambda s: s == "open")
+    dev.send("start_talking")
+    time.sleep(seconds)  # the user speaking: the fake microphone plays in real time
+    dev.send("stop_talking")
 
 
 def _done(dev: SimDevice, barge: bool) -> bool:
@@ -143,10 +161,13 @@ def main(argv=None) -> int:
         dev = SimDevice(config, _world(args), args.runtime, heap if args.runtime == "micropython" else None, seconds=args.seconds or 120, on_line=printer)
         try:
             dev.start()
+            if args.turning_mode == "explicit_commit":
+                _push_to_talk(dev, args.mic)
             if args.seconds:
                 dev.wait_summary(args.seconds + 20)
             else:
-                dev.wait_for(lambda: _done(dev, args.barge_in_at_ms >= 0) or dev.summary, 120, "the end of the conversation")
+                barge = args.barge_in_at_ms >= 0 and args.turning_mode == "provider_managed"
+                dev.wait_for(lambda: _done(dev, barge) or dev.summary, 120, "the end of the conversation")
         except SimError as exc:
             print(f"meerkat-sim: {exc}", file=sys.stderr)
         except KeyboardInterrupt:

@@ -48,7 +48,11 @@ class Device:
         # The two big buffers first, while the heap is still in one piece (at 110 KB a 15 KB
         # allocation fails on a fragmented heap with twice that free); the code comes after.
         gc.collect()
-        pbuf = bytearray(max(9600, audio.get("playback_ms", b["playback_ms"]) * 48))
+        # The playback ring must hold the largest chunk a max_message can carry while its
+        # predecessor still plays, plus the downlink's 1 KB of read-ahead: a chunk that cannot
+        # fit whole would hold the socket for good (Downlink.hold).
+        need = cfg["max_message"] * 3 // 4 + 1024
+        pbuf = bytearray(max(need, audio.get("playback_ms", b["playback_ms"]) * 48) & ~1)
         frame_ms = audio["frame_ms"]
         slots = max(2, audio.get("ring_ms", b["ring_ms"]) // frame_ms)
         rbuf = bytearray(slots * frame_ms * 64) if mic is not None else None  # base64: 4/3 x 48

@@ -44,6 +44,8 @@ _RETRYABLE = (
     "close_failed",
     "invalid_request",
     "binding_released",
+    "content_filtered",  # one filtered reply: the next conversation may well be fine
+    "stuck_reconnecting",  # ours: the server kept answering channel_reconnecting (below)
 )
 
 _TICK_MS = const(5)  # pump sleep when idle: well under one 20 ms frame
@@ -52,6 +54,12 @@ _TICK_MS = const(5)  # pump sleep when idle: well under one 20 ms frame
 # (15 s by default) refresh it with their own events.
 _REPLY_IDLE_MS = const(30000)
 _CTRL_QUEUE = const(8)
+# Only a channel that stayed open this long resets the reconnect budget: a server that opens
+# and fails at once must not get an endless stream of new provider sessions.
+_STABLE_MS = const(10000)
+# This many channel_reconnecting answers in a row with no status change: the server's provider
+# session is gone for good while its status still reads ready (reference 5.10, 11.7). Reopen.
+_STUCK_ERRORS = const(25)
 
 
 class ChannelError(Exception):
@@ -60,6 +68,10 @@ class ChannelError(Exception):
 
 class _Retry(Exception):
     """A failed attempt that a later one may fix (server unreachable, refused token, ...)."""
+
+
+class _Closing(Exception):
+    """close() was called while connecting."""
 
 
 def backoff_ms(attempt, initial_ms, max_ms, rand):
@@ -78,7 +90,8 @@ def _randint(n):
 
 
 class Channel:
-    def __init__(self, cfg, player, capture=None, ring=None, on_event=None, tls_context=None, rand=_randint):
+    def __init__(self, cfg, player, capture=None, ring=None, on_event=None, tls_context=None, rand=_randint, ws=None):
+        # ws: a WebSocket-like object for tests; by default one is made here.
         self.cfg = cfg
         self.player = player
         self.capture = capture
@@ -91,21 +104,27 @@ class Channel:
         self.template = protocol.AudioInputTemplate()
         frame_b64 = (cfg["audio"]["frame_ms"] * 48 + 2) // 3 * 4
         self.down = Downlink(player, self)
-        self.ws = WebSocket(cfg["max_message"], tx_size=self.template.frame_len(frame_b64) + 16, sink=self.down)
+        if ws is None:
+            ws = WebSocket(cfg["max_message"], tx_size=self.template.frame_len(frame_b64) + 16, sink=self.down)
+        self.ws = ws
         self.state = IDLE
         self.close_reason = None
         self.error = None
         self.capabilities = None
         self._ctrl = []  # control frames waiting for the send buffer (bounded)
         self._stop = False
+        self._closing = False  # close() called: no more input, channel.close on its way
+        self._fatal = None  # a non-retryable condition found while parsing (raised by the loop)
         self._streaming = False
         self._opened = False
         self._server_paused = False  # channel.status reconnecting: hold input until ready
         self._audio_off = False  # audio_format_mismatch: the server refuses our audio
+        self._stuck = 0  # channel_reconnecting answers in a row
         # turn state
         self._reply = False  # an assistant turn is in progress (mic held)
         self._reply_done = False  # turn_completed (or nothing more will come)
         self._t_reply = 0  # ticks of the reply's latest sign of life
+        self._tools = 0  # tool calls requested and not finished (they may take long)
         self._drop_audio = False  # after an interruption, until the next turn_committed
         self._item = None  # id of the newest assistant item with audio
         self._index = 0  # its content_index
@@ -117,12 +136,15 @@ class Channel:
         self._truncated = []  # items already truncated (at most once per item)
         self._stopped = []  # interrupted items: their late audio is dropped
         self._talking = not self.explicit  # push-to-talk state (always on in provider_managed)
+        if self.explicit and ring is not None:
+            ring.hold()  # push-to-talk: nothing leaves the microphone until start_talking()
         self._staged_ms = 0  # audio sent since start_talking (explicit_commit)
         self._commit_seq = -1  # send frames up to this capture seq, then commit
         # counters
         self.reconnects = 0
         self.barge_ins = 0
-        self.truncates = []  # (item_id, audio_played_ms) as sent
+        self.truncates = []  # the last few (item_id, audio_played_ms) sent
+        self.truncate_count = 0
         self.events = {}  # server event type -> count
         self.audio_frames_sent = 0
         self.audio_received_ms = 0  # assistant audio taken by the player
@@ -136,9 +158,13 @@ class Channel:
 
     def send_text(self, text):
         self._require_primary()
+        frame = protocol.text_input_frame(text).encode()
+        if len(frame) + 14 > len(self.ws.tx):  # header + payload in the one send buffer
+            raise ValueError("text of %d bytes is too long for this channel (at most about %d)" % (len(text), len(self.ws.tx) - 80))
+        self._room(2)
         if self._reply:
             self._barge_in("text")
-        self._queue(protocol.text_input_frame(text))
+        self._queue(frame)
         if self.explicit:
             self._queue(protocol.COMMIT_TURN_FRAME)
             self._start_reply()
@@ -146,6 +172,7 @@ class Channel:
     def start_talking(self):
         """Push-to-talk down (explicit_commit): interrupts a reply, opens the microphone."""
         self._require_primary()
+        self._room(2)
         if self._reply:
             self._barge_in("talk")
         if self.ring is not None:
@@ -169,6 +196,7 @@ class Channel:
 
     def interrupt(self):
         self._require_primary()
+        self._room(2)
         if self._reply:
             self._barge_in("api")
         else:
@@ -176,15 +204,17 @@ class Channel:
 
     async def close(self, timeout_ms=2000):
         """Send channel.close, wait (bounded) for channel.closed, stop the run loop."""
-        self._stop = True
-        if self.state == OPEN:
-            self._queue(protocol.CLOSE_FRAME)
+        self._closing = True  # no more input from here; connecting stops before channel.open
+        if self.state == OPEN and self.ws.open:
+            self._ctrl.append(protocol.CLOSE_FRAME)
             t0 = ticks_ms()
-            while self.ws.open and self.state == OPEN and ticks_diff(ticks_ms(), t0) < timeout_ms:
-                self._pump_once()
+            while self.ws.open and self.close_reason is None and ticks_diff(ticks_ms(), t0) < timeout_ms:
+                if not self._streaming:  # run() is not pumping (it ended, or never ran)
+                    self._pump_once()
                 await sleep_ms(_TICK_MS)
+        self._stop = True
         await self.ws.close()
-        if self.state not in (ERROR,):
+        if self.state != ERROR:
             self._set_state(CLOSED)
 
     def stats(self):
@@ -193,6 +223,7 @@ class Channel:
             "reconnects": self.reconnects,
             "barge_ins": self.barge_ins,
             "truncates": list(self.truncates),
+            "truncate_count": self.truncate_count,
             "events": dict(self.events),
             "audio_frames_sent": self.audio_frames_sent,
             "audio_received_ms": self.audio_received_ms,
@@ -244,21 +275,29 @@ class Channel:
         attempt = 0
         t_first_failure = None
         while not self._stop:
-            self._set_state(CONNECTING if attempt == 0 and not self._opened else RECONNECTING)
+            self._set_state(CONNECTING if attempt == 0 and not self.reconnects else RECONNECTING)
+            t_open = None
             try:
                 await self._connect_and_open()
-                attempt = 0
-                t_first_failure = None
+                t_open = ticks_ms()
                 await self._stream()
             except ChannelError as exc:
                 self._fail(str(exc))
+                await self._abandon()
                 break
+            except _Closing:
+                pass
             except (_Retry, WebSocketError, OSError) as exc:
                 log.warn("chan", "%s", exc)
+            if not self._stop and self.state == OPEN:
+                self._set_state(RECONNECTING)  # at once: no barge-in goes to a dead link
             await self.ws.close()
             self._link_lost()
-            if self._stop or self.state in (CLOSED, ERROR):
+            if self._stop or self._closing or self.state in (CLOSED, ERROR):
                 break
+            if t_open is not None and ticks_diff(ticks_ms(), t_open) >= _STABLE_MS:
+                attempt = 0  # it worked for a while: a fresh reconnect budget
+                t_first_failure = None
             attempt += 1
             if t_first_failure is None:
                 t_first_failure = ticks_ms()
@@ -278,6 +317,14 @@ class Channel:
             self._set_state(CLOSED)
         return self.state
 
+    async def _abandon(self):
+        # Stopping for good: release the server's side too (an open channel keeps a provider
+        # session bound, and the next device would get target_busy).
+        if self._opened and self.ws.open and self.ws.can_send():
+            self.ws.send_text_nowait(protocol.CLOSE_FRAME)
+            self.ws.flush()
+        await self.ws.close()
+
     async def _connect_and_open(self):
         cfg = self.cfg
         settings = dict(cfg["server"])
@@ -291,14 +338,21 @@ class Channel:
         info = await self._bootstrap(settings)
         if info["ws_url"].startswith("wss://") and self.tls is None:
             self.tls = self._default_tls()
+        if self._closing:
+            raise _Closing()  # close() came while bootstrapping: spend no token on it
         await self.ws.connect(info["ws_url"], tls=self.tls, timeout_ms=cfg["server"]["timeout_ms"])
+        if self._closing:
+            raise _Closing()
         self._opened = False
+        self._fatal = None
         self.close_reason = None
         self.ws.send_text_nowait(protocol.open_frame(info["open_token"], cfg["role"], cfg["turning_mode"]))
         info = None  # the token is single use; do not keep it around
         t0 = ticks_ms()
         timeout = cfg["server"]["open_timeout_ms"]
         while not self._opened:
+            if self._fatal is not None:
+                raise ChannelError(self._fatal)
             if not self.ws.open or self.close_reason is not None:
                 code = self.close_reason or "socket closed before channel.opened"
                 if code in _RETRYABLE or code.startswith("socket"):
@@ -308,6 +362,9 @@ class Channel:
                 raise _Retry("no channel.opened within %d ms" % timeout)
             self.ws.poll()
             await sleep_ms(_TICK_MS)
+        if self._fatal is not None:
+            raise ChannelError(self._fatal)
+        self._audio_off = False  # a new channel: its format was checked in channel.opened
         ka = cfg["keepalive"]
         if ka["interval_ms"]:
             self.ws.keepalive(ka["interval_ms"], ka["timeout_ms"])  # only now: never before opened
@@ -389,18 +446,27 @@ class Channel:
                 self.heap_low = free
         return busy
 
+    def _room(self, n):
+        # App calls queue control frames; they wait while the channel is not open. Refuse a call
+        # that would overflow the queue rather than drop a frame later.
+        if len(self._ctrl) + n > _CTRL_QUEUE:
+            raise ChannelError("the channel is %s: too many requests waiting; try again when it is open" % self.state)
+        if self._closing:
+            raise ChannelError("the channel is closing")
+
     def _queue(self, frame):
-        if len(self._ctrl) >= _CTRL_QUEUE:
-            raise ChannelError("too many control frames queued (is the channel open?)")
         self._ctrl.append(frame)
 
     def _send_control(self):
         # Queued control frames go out together, in one pass, each written at once: a
         # barge-in's interrupt and truncate reach the server back to back, not after the reply
-        # audio the server had streamed ahead has been read and dropped.
+        # audio the server had streamed ahead has been read and dropped. While the server's
+        # provider reconnects they wait (it would discard them), except channel.close.
         ws = self.ws
         sent = False
         while self._ctrl and self.state == OPEN and ws.can_send():
+            if self._server_paused and self._ctrl[0] is not protocol.CLOSE_FRAME:
+                break
             ws.send_text_nowait(self._ctrl.pop(0))
             ws.flush()
             sent = True
@@ -408,7 +474,7 @@ class Channel:
 
     def _send_audio(self):
         ring = self.ring
-        if ring is None or self.state != OPEN or self._server_paused or self._audio_off or not self.primary:
+        if ring is None or self.state != OPEN or self._server_paused or self._audio_off or self._closing:
             return False
         if self._ctrl or not self.ws.can_send():
             return False
@@ -437,6 +503,8 @@ class Channel:
     def _commit(self):
         self._commit_seq = -1
         if self._staged_ms < 100:
+            if self.ring is not None:
+                self.ring.hold()  # the button is up: the microphone closes either way
             self._emit("error", {"code": "turn_too_short", "message": "%d ms of audio; at least 100 ms needed" % self._staged_ms})
             log.warn("chan", "turn not committed: %d ms of audio, the server needs 100 ms", self._staged_ms)
             return
@@ -458,7 +526,7 @@ class Channel:
         # The reply is over when the server said so and the speaker has played everything.
         if not self._reply or not self.player.idle():
             return
-        if not self._reply_done and ticks_diff(ticks_ms(), self._t_reply) > _REPLY_IDLE_MS:
+        if not self._reply_done and not self._tools and ticks_diff(ticks_ms(), self._t_reply) > _REPLY_IDLE_MS:
             log.warn("chan", "the reply went quiet without turn_completed: listening again")
             self._reply_done = True
         if self._reply_done:
@@ -482,14 +550,15 @@ class Channel:
             and item not in self._truncated
             and not (item in self._finished_ids and player.finished(item))
         ):
-            heard = player.heard_ms(item)
+            heard = player.heard_ms(item)  # before the stop: it flushes what was queued
         player.stop_now()
         if why != "server":
             self._queue(protocol.INTERRUPT_FRAME)
         if heard >= 0:
             self._queue(protocol.barge_in_truncate_frame(item, self._index, heard))
             _remember(self._truncated, item)
-            self.truncates.append((item, heard))
+            _remember(self.truncates, (item, heard), 4)
+            self.truncate_count += 1
         if item is not None:
             _remember(self._stopped, item)
         self._reply = False
@@ -512,11 +581,19 @@ class Channel:
         # if it is still the user's turn (the ring drops the oldest when full, counted).
         self._opened = False
         self._server_paused = False
+        self._stuck = 0
         self._session_items = []
         self._ctrl = []
+        self.player.abort_chunk()  # a chunk cut by the drop: its tentative audio is void
         if self._reply:
             self._reply_done = True
-        self._commit_seq = -1
+        if self._commit_seq >= 0:
+            # Push-to-talk was committing: part of the turn went to the dead channel, and the
+            # new one has none of it. Say so; the user speaks again.
+            self._commit_seq = -1
+            self._emit("error", {"code": "turn_lost", "message": "the link dropped before the turn was committed"})
+        if self.explicit and not self._talking and self.ring is not None:
+            self.ring.hold()
 
     ########################################################################
     # Server frames (called by the downlink).
@@ -541,14 +618,13 @@ class Channel:
         if self.primary and self.ring is not None:
             fmt = caps.get("audio_input_format")
             if not protocol.format_matches(fmt):
-                raise ChannelError(
-                    "the server's audio input format is %s; this device sends audio/pcm @ 24000 Hz / 1 ch"
-                    % protocol.describe_format(fmt)
-                )
+                # Raised by the open loop, not here: this runs inside the WebSocket's parser.
+                self._fatal = "the server's audio input format is %s; this device sends audio/pcm @ 24000 Hz / 1 ch" % protocol.describe_format(fmt)
         self._opened = True
         self._on_status(frame["status"])
 
     def _on_status(self, status):
+        self._stuck = 0
         self._server_paused = status["state"] == "reconnecting"
         if self._server_paused:
             self._session_items = []  # a new provider session is coming: old ids die with it
@@ -565,6 +641,12 @@ class Channel:
                 log.error("chan", "%s", self.error)
         elif not self._opened:
             self.close_reason = code  # a refused channel.open; channel.closed follows
+        elif code == "channel_reconnecting":
+            self._stuck += 1
+            if self._stuck >= _STUCK_ERRORS and self.close_reason is None:
+                log.warn("chan", "the server keeps answering channel_reconnecting: opening a new channel")
+                self.close_reason = "stuck_reconnecting"
+                return
         log.warn("chan", "server error %s: %s", code, frame["message"])
         self._emit("error", {"code": code, "message": frame["message"]})
 
@@ -572,6 +654,7 @@ class Channel:
         etype = event["type"]
         self.events[etype] = self.events.get(etype, 0) + 1
         self._t_reply = ticks_ms()
+        self._stuck = 0
         if self._drop_audio and etype in ("output_text_delta", "turn_completed"):
             # Still the interrupted reply: the server ran ahead of the speaker (text streams
             # faster than audio) or finished it before our interrupt arrived. Not for the app.
@@ -583,12 +666,20 @@ class Channel:
             self._drop_audio = False
         elif etype == "turn_completed":
             self._reply_done = True
+            self._tools = 0
             if self._item is not None:
                 _remember(self._finished_ids, self._item)
         elif etype == "interrupted":
             if self._reply and self.primary:
                 self._barge_in("server")
             self._drop_audio = True
+            self._tools = 0
+        elif etype == "tool_call_requested":
+            self._tools += 1
+            if self._item is not None:
+                _remember(self._finished_ids, self._item)  # its response ended in a tool call
+        elif etype in ("tool_call_completed", "tool_call_failed", "tool_call_timed_out"):
+            self._tools = max(0, self._tools - 1)
         self._emit(etype, event)
 
     def on_audio(self, item_id, content_index):
@@ -639,6 +730,6 @@ class Channel:
 def _remember(lst, item, keep=8):
     # A tiny bounded "set" of recent item ids.
     if item not in lst:
-        if len(lst) >= keep:
+        while len(lst) >= keep:
             lst.pop(0)
         lst.append(item)

@@ -44,7 +44,8 @@ DEFAULTS = {
 }
 
 # Wi-Fi is optional (a board on Ethernet, the simulator); these apply when the section exists.
-WIFI_DEFAULTS = {"timeout_ms": 20000, "retries": 3, "power_save": False}
+# retries 0: keep trying (after a power cut the router may boot slower than the board).
+WIFI_DEFAULTS = {"timeout_ms": 20000, "retries": 0, "power_save": False}
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 SPEAKER_MODES = ("drain", "irq", "poll")
@@ -108,6 +109,10 @@ def validate(cfg):
         _fail("config.log_level", "debug, info, warn or error")
     if "wifi" in cfg and cfg["wifi"].get("ssid") is None:
         _fail("config.wifi.ssid", "set when config.wifi is present")
+    ka = cfg["keepalive"]
+    if ka["interval_ms"] and ka["timeout_ms"] and ka["timeout_ms"] <= ka["interval_ms"]:
+        # The server sends nothing on an idle channel: only pongs prove the link alive.
+        _fail("config.keepalive.timeout_ms", "0 or longer than keepalive.interval_ms")
     return cfg
 
 

@@ -184,7 +184,7 @@ class Player:
         self._recv[e] += t
         self._last = e
         self.chunks += 1
-        self.bytes += t
+        self.bytes = (self.bytes + t) & _MASK  # wraps: stays a small int on the ESP32
         return t // 48
 
     def _find(self, item_id):

@@ -59,18 +59,28 @@ def test_explicit_commit_turn(tmp_path):
         tmp_path, {"reply_wav": SHORT_REPLY}, {"mic_wav": QUESTION}, turning_mode="explicit_commit"
     ) as (srv, dev, rec):
         dev.wait_event("state", 10, where=lambda s: s == "open")
+        assert srv.input_pcm() == b""  # the button is up: nothing leaves the microphone
         dev.send("start_talking")
-        srv.wait_for(lambda: len(srv.input_pcm()) >= 48 * 4000, 15, "4 s of pushed-to-talk audio")
+        srv.wait_for(lambda: len(srv.input_pcm()) >= 48 * 3000, 15, "3 s of pushed-to-talk audio")
         dev.send("stop_talking")
         dev.wait_event("turn_committed", 10)
         dev.wait_event("turn_completed", 20)
+        dev.wait_event("reply_done", 15)
         summary = dev.stop()
     kinds = [f["type"] for f in srv.client_frames()]
     commit = kinds.index("channel.commit_turn")
     assert kinds[0] == "channel.open" and "channel.input" in kinds[:commit]
+    assert "channel.input" not in kinds[commit:]  # the mic closed with the commit, and stayed so
     assert "turn_started" not in [e["type"] for e in srv.events()]  # no server VAD here
-    # Everything captured while talking reached the server, in order, before the commit.
-    assert _common_prefix(srv.input_pcm(), wav_pcm(FIX / "user_question.wav")) >= 48 * 4000
+    # What was captured while the button was down reached the server whole and in order: a
+    # contiguous stretch of the WAV, starting where the button was pressed.
+    question = wav_pcm(FIX / "user_question.wav")
+    got = srv.input_pcm()
+    # (anchored on speech, 1.0-1.2 s into what was sent: silence would match anywhere)
+    start = question.find(got[48 * 1000 : 48 * 1200]) - 48 * 1000
+    assert start >= 0, "the audio sent is not a stretch of the microphone's WAV"
+    n = min(len(got), len(question) - start)
+    assert n > 48 * 2500 and got[:n] == question[start : start + n]
     assert ring_identity(summary)
 
 
@@ -348,3 +358,14 @@ def test_push_to_talk_shorter_than_100_ms_is_not_committed(tmp_path):
         dev.stop()
     assert srv.client_frames(None, "channel.commit_turn") == []
     assert not [f for f in srv.sent_frames() if f["frame"].get("type") == "channel.closed" and f["frame"].get("reason") != "client_closed"]
+
+
+def test_a_channel_that_fails_right_after_opening_does_not_reset_the_reconnect_budget(tmp_path):
+    # Every channel fails 0.2 s after channel.opened with a retryable provider error: the device
+    # must still give up after max_attempts, not open new provider sessions forever.
+    faults = _faults(provider_error_at=0.2, provider_error_code="invalid_request", repeat=True)
+    policy = {"max_attempts": 2, "initial_backoff_ms": 20, "max_backoff_ms": 50, "max_total_ms": 0}
+    with conversation(tmp_path, {"faults": faults}, reconnect=policy) as (srv, dev, rec):
+        summary = dev.wait_summary(30)
+    assert summary["state"] == "error" and "gave up after 2 reconnect attempts" in summary["error"]
+    assert len(srv.client_frames(None, "channel.open")) == 3

@@ -34,15 +34,16 @@ def test_joins_and_turns_power_save_off():
     assert any("joined home" in line for line in lines)
 
 
-def test_wrong_key_gives_up_after_the_retries_with_a_clear_error():
-    wlan, err, lines = _run({"ssid": "home", "key": KEY + "x", "timeout_ms": 500, "retries": 2}, wifi_ssid="home", wifi_key=KEY)
-    assert wlan is None and "could not join home in 2 attempts" in str(err)
-    assert "wrong_password" in str(err)
-    assert len([line for line in lines if "attempt" in line]) == 2
+def test_wrong_key_gives_up_at_once_with_a_clear_error():
+    # Retrying cannot fix a wrong key, whatever `retries` says.
+    wlan, err, lines = _run({"ssid": "home", "key": KEY + "x", "timeout_ms": 500, "retries": 0}, wifi_ssid="home", wifi_key=KEY)
+    assert wlan is None and "could not join home (wrong_password; attempts: 1)" in str(err)
+    assert len([line for line in lines if "attempt" in line]) == 1
     for text in lines + [str(err)]:
         assert KEY not in text
 
 
-def test_missing_network_times_out_per_attempt():
-    wlan, err, lines = _run({"ssid": "elsewhere", "key": KEY, "timeout_ms": 300, "retries": 1}, wifi_ssid="home")
-    assert wlan is None and "no_ap_found" in str(err)
+def test_missing_network_is_retried_with_backoff_up_to_retries():
+    wlan, err, lines = _run({"ssid": "elsewhere", "key": KEY, "timeout_ms": 300, "retries": 2}, wifi_ssid="home")
+    assert wlan is None and "no_ap_found" in str(err) and "attempts: 2" in str(err)
+    assert len([line for line in lines if "attempt" in line]) == 2

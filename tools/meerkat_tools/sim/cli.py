@@ -158,6 +158,7 @@ def main(argv=None) -> int:
             config = _config(args, f"{host}:{port}", None, srv.target)
             if not args.json:
                 print(f"  dev server: rpc {host}:{port}, {srv.ws_url}", flush=True)
+        failed = False
         dev = SimDevice(config, _world(args), args.runtime, heap if args.runtime == "micropython" else None, seconds=args.seconds or 120, on_line=printer)
         try:
             dev.start()
@@ -170,6 +171,7 @@ def main(argv=None) -> int:
                 dev.wait_for(lambda: _done(dev, barge) or dev.summary, 120, "the end of the conversation")
         except SimError as exc:
             print(f"meerkat-sim: {exc}", file=sys.stderr)
+            failed = True
         except KeyboardInterrupt:
             pass
         finally:
@@ -199,6 +201,9 @@ def main(argv=None) -> int:
     print(json.dumps(out), flush=True)
     if summary["state"] == "error":
         print(f"meerkat-sim: the device stopped with an error: {summary.get('error')}", file=sys.stderr)
+        return 1
+    if failed:
+        print("meerkat-sim: the conversation did not finish (see above)", file=sys.stderr)
         return 1
     return 0
 

@@ -13,7 +13,7 @@ from meerkat_tools.sim import SimDevice
 
 FIX = paths.FIXTURES
 # The heap of the simulated board on the unix port. A no-PSRAM ESP32 has ~112 KB, but the
-# firmware's code alone takes about 107 KB of heap when loaded from .mpy files (117 KB on this
+# firmware's code alone takes about 110 KB of heap when loaded from .mpy files (120 KB on this
 # 64-bit port), so the whole device does not fit in 110K; on a board it is frozen or in ROMFS.
 # 224K is 28K above the smallest heap at which the demo completes (README, "Memory").
 HEAP = "224K"

@@ -19,7 +19,7 @@ from .runner import SimDevice, SimError
 
 # The simulated board's heap on the unix port: 28K above the smallest heap at which the demo
 # completes. 110K is an ESP32 WROOM's, where the package must be frozen or in ROMFS because its
-# code alone takes about 107 KB of heap when loaded from files (README, "Memory").
+# code alone takes about 110 KB of heap when loaded from files (README, "Memory").
 DEFAULT_HEAP = "224K"
 QUESTION = paths.FIXTURES / "user_question.wav"
 INTERRUPT = paths.FIXTURES / "user_interrupt.wav"

@@ -17,8 +17,6 @@ _DATA = const(1)  # inside the base64 string of an audio chunk
 _TAIL = const(2)  # after the data string
 _SKIP = const(3)  # oversized or binary: ignore the rest of the message
 
-_QUOTE = const(34)
-
 
 class Downlink:
     """ws sink: feed(buf, off, n, first, last, is_text) for each payload fragment.
@@ -99,15 +97,10 @@ class Downlink:
         # field; whether this one is audio is known when the skeleton is parsed at the end, so
         # decode tentatively now and commit or abort then (works for any key order).
         buf = self.buf
-        k = buf.find(b'"data"', max(0, new_from - 16), self.n)
-        if k < 0:
-            return
-        i = k + 6
-        while i < self.n and buf[i] in b" \t\r\n:":
-            i += 1
-        if i >= self.n or buf[i] != _QUOTE:
-            return  # the value has not arrived yet, or is not a string: the look-back covers it
-        self.data_at = i + 1
+        i = protocol.data_value_at(buf, max(0, new_from - 16), self.n)
+        if i < 0:
+            return  # none, or its value has not arrived yet (the look-back covers that)
+        self.data_at = i
         self.player.begin_chunk()
         q = buf.find(b'"', self.data_at, self.n)
         stop = self.n if q < 0 else q

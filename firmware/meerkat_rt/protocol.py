@@ -431,18 +431,14 @@ class AudioInputTemplate:
 _DATA_KEY = b'"data"'
 
 
-def find_audio_data(buf, n):
-    """Locate the base64 text of an output_audio_chunk message in buf[:n] without copying it.
-
-    Returns (start, end) of the string contents, or None when buf does not look like exactly one
-    audio chunk. Only a locator: the caller still validates the rest of the frame (the downlink
-    parses the frame minus its data with parse_server_frame).
-    """
-    if buf.find(b'"output_audio_chunk"', 0, n) < 0:
-        return None
-    k = buf.find(_DATA_KEY, 0, n)
-    if k < 0 or buf.find(_DATA_KEY, k + 1, n) >= 0:
-        return None  # no or several "data" keys: let the full parser decide
+def data_value_at(buf, start, n):
+    """Where the string value of the first `"data"` key at or after start in buf[:n] begins
+    (just past its opening quote), or -1: no such key, or its value is not (yet) there or not
+    a string. JSON whitespace around the colon is allowed. The downlink uses it on messages
+    still arriving."""
+    k = buf.find(_DATA_KEY, start, n)
+    if k < 0:
+        return -1
     i = k + len(_DATA_KEY)
     colon = False
     while i < n:
@@ -453,11 +449,24 @@ def find_audio_data(buf, n):
             break
         i += 1
     if not colon or i >= n or buf[i] != 34:  # '"'
+        return -1
+    return i + 1
+
+
+def find_audio_data(buf, n):
+    """Locate the base64 text of a complete output_audio_chunk message in buf[:n] without
+    copying it. Returns (start, end) of the string contents, or None when buf does not look
+    like exactly one audio chunk. Only a locator: the caller still validates the frame."""
+    if buf.find(b'"output_audio_chunk"', 0, n) < 0:
         return None
-    end = buf.find(b'"', i + 1, n)
+    k = buf.find(_DATA_KEY, 0, n)
+    if k < 0 or buf.find(_DATA_KEY, k + 1, n) >= 0:
+        return None  # no or several "data" keys: let the full parser decide
+    i = data_value_at(buf, k, n)
+    end = buf.find(b'"', i, n) if i >= 0 else -1
     if end < 0:
         return None
-    return i + 1, end
+    return i, end
 
 
 ########################################################################################

@@ -82,7 +82,11 @@ class VAD:
             if r > c:
                 c += (r - c) >> 2
             else:
-                c -= (c - r) >> 6
+                # Down at half the old rate (about 1.3 s): blocks where the echo lags the
+                # peak-held envelope read low, and a fast decay made the estimate drift below
+                # the true coupling until the reply's own onset tripped the detector.
+                d = (c - r) >> 7
+                c -= d if d else 1
             self.coupling = min(_MAX_COUPLING, max(4, c))
         if loud:
             self._quiet = 0

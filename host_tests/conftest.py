@@ -22,3 +22,45 @@ def mpy_build(tmp_path_factory) -> Path:
     """The firmware compiled to .mpy for the unix port (native code for x64), as a device gets
     it from `meerkat-deploy --mpy`. Put on MICROPYPATH before the sources would be."""
     return mpy.compile_firmware(tmp_path_factory.mktemp("mpy-x64"))
+
+
+# ---------------------------------------------------------------------- unix-port images
+# The simulated board can run on a `meerkat-image` build instead of the stock binary: frozen32
+# (32-bit, the package frozen in) is the closest thing to a WROOM this host can run. Images are
+# built on first use and cached under build/images/ (about 35 s once, instant afterwards).
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--image",
+        default="stock",
+        help="unix-port image for tests that take the `image` fixture: stock (the installed micropython), "
+        "frozen32, frozen64, files32 or files64 (built by meerkat-image on first use)",
+    )
+
+
+def image_or_skip(name: str) -> mpy.Image:
+    """The image `name`, built or cached. Skips (with the reason) only when it cannot be built
+    on this machine: no 32-bit toolchain, or no MicroPython source beside the checkout; a build
+    that fails is a test failure."""
+    from meerkat_tools import image as images
+
+    try:
+        return images.get(name)
+    except (images.ToolchainMissing, images.SourceMissing) as exc:
+        pytest.skip(f"image {name} cannot be built here: {exc}")
+    except images.ImageError as exc:
+        pytest.fail(f"building image {name} failed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def image(request) -> mpy.Image:
+    """The image chosen with `pytest --image NAME` (default: the stock binary)."""
+    return image_or_skip(request.config.getoption("--image"))
+
+
+@pytest.fixture(scope="session")
+def frozen32() -> mpy.Image:
+    """The 32-bit image with meerkat_rt frozen in, built once per run (cached across runs):
+    `SimDevice(..., image=frozen32, heap="110K")`."""
+    return image_or_skip("frozen32")

@@ -41,4 +41,5 @@ def test_quick_run_prints_the_json_line(tmp_path):
             assert "cpu_us_per_audio_s" in row and "alloc_bytes_per_message" in row, row
     assert result["memory"]["imports_unix"]["modules"]
     assert {t["id"] for t in result["targets"]} == TARGET_IDS
+    assert result["images"] == {"skipped": "quick mode"}  # image builds and demo searches: full runs only
     assert json.loads(out.read_text()) == result

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import mpy, paths
-from . import demo, imports, peers, report
+from . import demo, images, imports, peers, report
 from .loopback import LoopbackPeer, check_uplink_stream
 
 HERE = Path(__file__).resolve().parent
@@ -327,6 +327,13 @@ class Bench:
             out["start_" + key] = med(("start", key))
         return out
 
+    def images(self) -> dict:
+        """The memory figures on each unix-port image (bench/images.py); full mode only."""
+        a = self.args
+        if a.quick or a.no_images:
+            return {"skipped": "quick mode" if a.quick else "--no-images"}
+        return images.measure(a.images, self.work / "images", a.image_heap_range, self.log, quiet=self.quiet)
+
     # ------------------------------------------------------------------ main
 
     def run(self) -> dict:
@@ -334,6 +341,11 @@ class Bench:
         t0 = time.monotonic()
         paths.require_checkout()
         self.result["machine"] = self.machine()
+        if a.images_only:
+            self.result["mode"] = "images"
+            self.result["images"] = self.images()
+            self.result["duration_s"] = round(time.monotonic() - t0, 1)
+            return self.result
         self.log("compiling the firmware to .mpy (x64, viper)")
         build = mpy.compile_firmware(self.work / "mpy")
         peer_set: dict[str, peers.Peer] = {}
@@ -363,6 +375,7 @@ class Bench:
         self.result["wire"] = self.wire(up)
         self.result["memory"] = self.memory(build)
         self.result["latency"] = self.latency(self.result["memory"])
+        self.result["images"] = self.images()
         self.result["targets"] = report.targets(self.result)
         self.result["duration_s"] = round(time.monotonic() - t0, 1)
         return self.result
@@ -400,6 +413,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="CPU passes per figure, the fastest is kept (5; quick 1)")
     p.add_argument("--latency-runs", type=int, default=3, help="demo runs for the latencies (3)")
     p.add_argument("--heap-range", type=_heap_range, default=(100, 400, 8), help="LO,HI,STEP in KB for the heap search (100,400,8)")
+    p.add_argument("--no-images", action="store_true", help="skip the images section (frozen and 32-bit unix-port builds)")
+    p.add_argument("--images-only", action="store_true", help="only the images section: the README's memory table (about 10 min)")
+    p.add_argument(
+        "--images",
+        type=lambda t: tuple(x for x in t.split(",") if x),
+        default=images.DEFAULT,
+        help=f"images to measure, comma-separated ({','.join(images.DEFAULT)}; files64 too)",
+    )
+    p.add_argument(
+        "--image-heap-range", type=_heap_range, default=(64, 320, 2), help="LO,HI,STEP in KB for the heap search on each image (64,320,2)"
+    )
     a = p.parse_args(argv)
     if a.audio_s is None:
         a.audio_s = 1 if a.quick else 30

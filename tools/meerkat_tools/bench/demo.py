@@ -46,17 +46,18 @@ HERE = Path(__file__).resolve().parent
 PROBE = HERE / "mp_probe.py"
 INJECT_AT_MS = 3000
 _PROBE_LOCK = threading.Lock()
-_PROBE_BUILD: Path | None = None
+_PROBE_BUILDS: dict[mpy.Image, Path] = {}
 
 
-def probe_build() -> Path:
-    global _PROBE_BUILD
+def probe_build(image: mpy.Image | None = None) -> Path:
+    """mp_probe compiled for the image's architecture (the stock binary's by default)."""
+    image = image or mpy.stock()
     with _PROBE_LOCK:
-        if _PROBE_BUILD is None:
+        if image not in _PROBE_BUILDS:
             where = Path(tempfile.mkdtemp(prefix="meerkat-bench-probe-"))
             atexit.register(shutil.rmtree, where, True)
-            _PROBE_BUILD = mpy.compile_modules([PROBE], where)
-        return _PROBE_BUILD
+            _PROBE_BUILDS[image] = mpy.compile_modules([PROBE], where, image.arch, cross=image.mpy_cross)
+        return _PROBE_BUILDS[image]
 
 
 class ProbedSimDevice(SimDevice):
@@ -78,10 +79,12 @@ class ProbedSimDevice(SimDevice):
         self.launched: float | None = None
 
     def start(self) -> "ProbedSimDevice":
-        firmware_build()  # compiled before the clock starts
-        if self.probe and self.runtime == "micropython":
-            self.main = PROBE.stem
-            self.extra_path = [probe_build()]
+        if self.runtime == "micropython":
+            image = self.resolve_image()
+            firmware_build(image)  # compiled before the clock starts
+            if self.probe:
+                self.main = PROBE.stem
+                self.extra_path = [probe_build(image)]
         self.launched = time.monotonic()
         super().start()
         return self
@@ -112,18 +115,22 @@ def run(
     timeout: float = 60,
     frame_ms: int = 40,
     sample_heap: bool = True,
+    image: mpy.Image | None = None,
 ) -> dict:
     """One demo run; never raises for a failed demo (the result says what happened).
     probe: run mp_probe (clock and world lines, needed for the latencies); sample_heap: with
-    the probe, also gc.collect() every 20 ms for the heap low-water."""
+    the probe, also gc.collect() every 20 ms for the heap low-water; image: the unix-port
+    executable (default the stock binary)."""
     work = Path(tempfile.mkdtemp(prefix="meerkat-bench-demo-"))
     try:
-        return _run(work, heap, probe, record, timeout, frame_ms, sample_heap)
+        return _run(work, heap, probe, record, timeout, frame_ms, sample_heap, image or mpy.stock())
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(work: Path, heap: str, probe: bool, record: bool, timeout: float, frame_ms: int, sample_heap: bool) -> dict:
+def _run(
+    work: Path, heap: str, probe: bool, record: bool, timeout: float, frame_ms: int, sample_heap: bool, image: mpy.Image
+) -> dict:
     from ..devserver import DevServer, ServerOptions
 
     out: dict[str, Any] = {"heap": heap, "completed": False, "probe": probe}
@@ -144,7 +151,7 @@ def _run(work: Path, heap: str, probe: bool, record: bool, timeout: float, frame
         }
         if record:
             world["record"] = str(spk_wav)
-        dev = ProbedSimDevice(cfg, world, heap=heap, probe=probe, sample_heap=sample_heap)
+        dev = ProbedSimDevice(cfg, world, heap=heap, probe=probe, sample_heap=sample_heap, image=image)
         dev.start()
         try:
             _wait(dev, "state", 20, lambda s: s == "open")
@@ -324,14 +331,15 @@ def _latencies(dev: SimDevice, lines: list[dict], srv: Any, index: dict, spk_wav
     return res
 
 
-def min_heap(lo_k: int = 100, hi_k: int = 400, step_k: int = 8, log=print) -> dict:
+def min_heap(lo_k: int = 100, hi_k: int = 400, step_k: int = 8, log=print, image: mpy.Image | None = None) -> dict:
     """The smallest heap (a multiple of step_k from lo_k) at which the demo completes, by
-    bisection with plain SimDevice runs (no probe, no recording). Assumes success is monotonic
-    in the heap size; {"min_heap_k": None} when even hi_k fails."""
+    bisection with plain SimDevice runs (no probe, no recording), on `image` (default the
+    stock binary). Assumes success is monotonic in the heap size; {"min_heap_k": None} when
+    even hi_k fails."""
     runs: list[dict] = []
 
     def ok(k: int) -> bool:
-        r = run(f"{k}K", probe=False, record=False)
+        r = run(f"{k}K", probe=False, record=False, image=image)
         runs.append({"heap_k": k, "completed": r["completed"], **({"failure": r["failure"]} if "failure" in r else {})})
         log(f"  demo at {k}K: {'completes' if r['completed'] else 'fails: ' + r.get('failure', '?')}")
         return r["completed"]

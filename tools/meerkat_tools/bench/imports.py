@@ -38,17 +38,24 @@ STUBS = {
 }
 
 
-def module_deps(source: str) -> list[str]:
-    """Sibling modules a firmware module imports at module level (not inside functions)."""
+def module_deps(source: str, package: str = "") -> list[str]:
+    """Modules of the firmware package a module imports at module level (not inside
+    functions), as names relative to meerkat_rt ("ws", "v2.protocol"); `package` is the
+    module's own subpackage ("" at the top, "v2" for v2/protocol.py or v2/__init__.py).
+    `from .x import y` gives both x and x.y: the caller keeps the ones that are modules."""
     deps: list[str] = []
+    here = package.split(".") if package else []
 
     def visit(nodes):
         for node in nodes:
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                base = here[: len(here) - (node.level - 1)] if node.level > 1 else list(here)
                 if node.module:
-                    deps.append(node.module.split(".")[0])
+                    target = base + node.module.split(".")
+                    deps.append(".".join(target))
+                    deps.extend(".".join(target + [a.name]) for a in node.names)
                 else:
-                    deps.extend(a.name for a in node.names)
+                    deps.extend(".".join(base + [a.name]) for a in node.names)
             elif isinstance(node, (ast.Try, ast.If)):
                 visit(node.body)
                 visit(getattr(node, "orelse", []))
@@ -60,23 +67,62 @@ def module_deps(source: str) -> list[str]:
     return list(dict.fromkeys(deps))
 
 
+def firmware_module_names() -> dict[str, Path]:
+    """Every module of the package by its name relative to meerkat_rt ("app", "v2",
+    "v2.protocol"), subpackages included; the package's own __init__ is left out."""
+    out: dict[str, Path] = {}
+    for p in mpy.firmware_sources():
+        parts = list(p.relative_to(paths.FIRMWARE_PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            out[".".join(parts)] = p
+    return out
+
+
+def _package_of(name: str, source: Path) -> str:
+    # A subpackage's __init__ is its own package; a module's package is its parent.
+    return name if source.name == "__init__.py" else name.rpartition(".")[0]
+
+
 def load_order(exclude: tuple[str, ...] = ()) -> list[str]:
-    """Firmware modules (short names) in the app's load order, dependencies first."""
-    names = sorted(p.stem for p in mpy.firmware_modules() if p.stem != "__init__")
+    """Firmware modules (names relative to meerkat_rt) in the app's load order, dependencies
+    first (a subpackage before its modules)."""
+    sources = firmware_module_names()
     skip = set(CPYTHON_ONLY) | set(exclude)
-    deps = {n: module_deps((paths.FIRMWARE_PACKAGE / f"{n}.py").read_text()) for n in names}
+    deps = {n: module_deps(p.read_text(), _package_of(n, p)) for n, p in sources.items()}
     out: list[str] = []
 
     def visit(n: str, seen: tuple = ()) -> None:
         if n in out or n in skip or n not in deps or n in seen:
             return
+        parent = n.rpartition(".")[0]
+        if parent:
+            visit(parent, seen + (n,))
         for d in deps[n]:
             visit(d, seen + (n,))
         out.append(n)
 
-    for root in [r for r in ROOTS if r in deps] + names:
+    for root in [r for r in ROOTS if r in deps] + sorted(deps):
         visit(root)
     return out
+
+
+def _mpy_name(path: Path, root: Path) -> str:
+    """meerkat_rt/v2/protocol.mpy -> "v2.protocol"; meerkat_rt/__init__.mpy -> "__init__"."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts == ["__init__"]:
+        return "__init__"
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _mpy_sizes(pkg_dir: Path) -> dict[str, int]:
+    return {_mpy_name(p, pkg_dir): p.stat().st_size for p in pkg_dir.rglob("*.mpy")}
+
+
+def _short(module: str) -> str:
+    """meerkat_rt.v2.protocol -> v2.protocol; meerkat_rt -> __init__."""
+    return module.split(".", 1)[1] if "." in module else "__init__"
 
 
 def _rows(result: dict, stubs: list[str]) -> dict:
@@ -100,10 +146,13 @@ def _write_stubs(where: Path, names: list[str]) -> None:
 HARNESS = ("simworld", "machine")  # the simulator's own modules in the demo's heap
 
 
-def unix(build: Path, work: Path, sim_build: Path | None = None, timeout: float = 60) -> dict:
-    """Import costs on the unix port (firmware build = x64 .mpy from compile_firmware); with
-    sim_build (the simulator's build: fakes and main program), also the simulator's modules
-    that share the demo's heap, reported apart under "harness"."""
+def unix(
+    build: Path | None, work: Path, sim_build: Path | None = None, timeout: float = 60, image: mpy.Image | None = None
+) -> dict:
+    """Import costs on the unix port (firmware build = .mpy from compile_firmware for the
+    image's architecture; None on an image with the package frozen in, which imports it from
+    .frozen); with sim_build (the simulator's build: fakes and main program), also the
+    simulator's modules that share the demo's heap, reported apart under "harness"."""
     order_names = load_order(exclude=("_fast_py",))
     stubs = ["network"]
     stub_dir = work / "stubs-unix"
@@ -112,10 +161,10 @@ def unix(build: Path, work: Path, sim_build: Path | None = None, timeout: float 
     order = stubs + ["meerkat_rt"] + [f"meerkat_rt.{n}" for n in order_names] + harness
     order_file = work / "order-unix.json"
     order_file.write_text(json.dumps(order))
-    search: list[Path | str] = [build, stub_dir]
+    search: list[Path | str] = [stub_dir] if build is None else [build, stub_dir]
     if sim_build is not None:
         search.append(sim_build)
-    proc = mpy.run(SCRIPT, [str(order_file)], search_path=search, heap="1M", timeout=timeout, cwd=work)
+    proc = mpy.run(SCRIPT, [str(order_file)], search_path=search, heap="1M", timeout=timeout, cwd=work, image=image)
     line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode or not line:
         return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
@@ -123,10 +172,14 @@ def unix(build: Path, work: Path, sim_build: Path | None = None, timeout: float 
     if harness:
         rows = {r[0]: r for r in json.loads(line[-1])["modules"]}
         out["harness"] = [{"module": h, "bytes": rows[h][1], **({"error": rows[h][2]} if rows[h][2] else {})} for h in harness]
-    sizes = {p.stem: p.stat().st_size for p in (build / "meerkat_rt").glob("*.mpy")}
+    if build is None:
+        out["mpy"] = "frozen into the image (MPY_CROSS_FLAGS=-march=%s)" % (image.arch if image else "?")
+        return out
+    sizes = _mpy_sizes(build / "meerkat_rt")
     for m in out["modules"]:
-        m["mpy_bytes"] = sizes.get(m["module"].split(".")[-1] if "." in m["module"] else "__init__")
-    out["mpy"] = "x64 (viper native code for _fast_viper)"
+        m["mpy_bytes"] = sizes.get(_short(m["module"]))
+    arch = image.arch if image else "x64"
+    out["mpy"] = f"{arch} (viper native code for _fast_viper)"
     return out
 
 
@@ -168,11 +221,14 @@ def wasm(work: Path, timeout: float = 180) -> dict:
         (tree / "meerkat_rt").mkdir(parents=True, exist_ok=True)
         cross = mpy.executable("mpy-cross")
         order_names = load_order(exclude=("_fast_viper",))
+        sources = firmware_module_names()
         for n in ["__init__", *order_names]:
-            src = paths.FIRMWARE_PACKAGE / f"{n}.py"
-            r = subprocess.run([cross, "-o", str(tree / "meerkat_rt" / f"{n}.mpy"), str(src)], capture_output=True, text=True)
+            src = paths.FIRMWARE_PACKAGE / "__init__.py" if n == "__init__" else sources[n]
+            dest = tree / "meerkat_rt" / src.relative_to(paths.FIRMWARE_PACKAGE).with_suffix(".mpy")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            r = subprocess.run([cross, "-o", str(dest), str(src)], capture_output=True, text=True)
             if r.returncode:
-                return {"skipped": f"mpy-cross (bytecode) rejected {n}.py: {r.stderr.strip()[-200:]}"}
+                return {"skipped": f"mpy-cross (bytecode) rejected {src.name}: {r.stderr.strip()[-200:]}"}
         stubs = ["socket", "network", "tls"]
         _write_stubs(tree, stubs)
         order = stubs + ["meerkat_rt"] + [f"meerkat_rt.{n}" for n in order_names]
@@ -189,9 +245,9 @@ def wasm(work: Path, timeout: float = 180) -> dict:
             tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
             return {"skipped": "the WebAssembly run failed: " + " | ".join(tail)}
         out = _rows(json.loads(line[-1]), stubs)
-        sizes = {p.stem: p.stat().st_size for p in (tree / "meerkat_rt").glob("*.mpy")}
+        sizes = _mpy_sizes(tree / "meerkat_rt")
         for m in out["modules"]:
-            m["mpy_bytes"] = sizes.get(m["module"].split(".")[-1] if "." in m["module"] else "__init__")
+            m["mpy_bytes"] = sizes.get(_short(m["module"]))
         out["package"] = f"{WASM_PACKAGE}@{pkg_version}"
         out["node"] = ver
         out["mpy"] = "bytecode (no native code: fast uses _fast_py)"

@@ -194,6 +194,10 @@ def table(r: dict) -> str:
         "  implementations of this run with each other; these are not ESP32 microseconds.",
         "",
     ]
+    if r.get("mode") == "images":  # --images-only
+        from .images import table_lines
+
+        return "\n".join(out[:2] + [""] + table_lines(r.get("images")) + [f"({r.get('duration_s')} s)"])
     up = r.get("uplink", {})
     out.append(
         f"UPLINK  whole path per frame: I2S readinto -> base64 -> JSON envelope -> WS header + mask -> socket write "
@@ -298,6 +302,9 @@ def table(r: dict) -> str:
             else:
                 out.append(f"  demo at {run['heap']}: fails: {run.get('failure', '?')}")
     out.append("")
+    from .images import table_lines  # the images section (full mode, or --images-only)
+
+    out += table_lines(r.get("images"))
     lat = r.get("latency", {})
     out.append(f"LATENCY  loopback, simulated board at {lat.get('heap', '-')}, {lat.get('completed_runs', 0)}/{lat.get('runs', 0)} runs")
     if "skipped" in lat or "error" in lat:

@@ -3,8 +3,9 @@
 # port's (reference/micropython-notes.md 1.1-1.3) where the firmware can tell the difference:
 #   - blocking until the first MP_STREAM_POLL ioctl (ASYNCIO mode, partial transfers after it,
 #     for good) or irq() (non-blocking, callback when a write has been copied); init() resets;
-#   - RX at 24 kHz real time from simworld; it holds ibuf/8 samples (the port's DMA stores
-#     32-bit stereo frames), beyond that the oldest are lost and counted (overruns);
+#   - RX at 24 kHz real time from simworld (readable in whole DMA buffers with its
+#     mic_dma_frames); it holds ibuf/8 samples (the port's DMA stores 32-bit stereo frames),
+#     beyond that the oldest are lost and counted (overruns);
 #   - TX consumes exactly 24 kHz real time from an ibuf-byte queue; when it runs dry it plays
 #     silence (auto_clear) and counts an underrun; deinit() drops what is queued (flushed).
 # Counters (cumulative over init/deinit): written, played (bytes clocked out), flushed,
@@ -104,7 +105,7 @@ class I2S(io.IOBase):
         w = simworld.get()
         w.service()
         if self.mode == 1:
-            return flags & 1 if w.now() > self.g else 0
+            return flags & 1 if w.rx_ready() > self.g else 0
         return flags & 4 if self.q < self.ibuf else 0
 
     ####################################################################
@@ -116,7 +117,7 @@ class I2S(io.IOBase):
         size = self.bits // 8
         want = (len(buf) if n < 0 else min(n, len(buf))) // size
         while True:
-            due = w.now() - self.g
+            due = w.rx_ready() - self.g  # whole DMA buffers only, with mic_dma_frames
             cap = self.ibuf // 8
             if due > cap:
                 self.overruns += due - cap

@@ -1,14 +1,19 @@
 # simworld: the acoustic world behind the fake machine.I2S (and the fake network.WLAN).
 #
 #   mic = mic_wav (from the moment the microphone starts)
-#       + the speaker's output, attenuated by echo_db and delayed by echo_delay_ms (optional)
+#       + the speaker's output, attenuated by echo_db and delayed by echo_delay_ms (optional),
+#         plus later, weaker copies of it (echo_tail: a room's reflections)
 #       + inject_wav, starting inject_at_ms after the speaker first played audio (optional)
-# at 24 kHz mono 16-bit, paced by the wall clock. WAVs are streamed from disk in small blocks;
-# what the speaker plays (silence included) goes to the `record` WAV file, never into memory.
+#       + noise_wav, looped from noise_offset_ms, at noise_db (optional: a fan, a cafe)
+# at 24 kHz mono 16-bit, paced by the wall clock, or by a virtual clock that only moves when
+# told (clock "virtual": advance_ms(); the barge-in sweep runs the audio path faster than real
+# time that way, with the same fakes). WAVs are streamed from disk in small blocks; what the
+# speaker plays (silence included) goes to the `record` WAV file, never into memory.
 #
 # Runs on CPython and on the MicroPython unix port, in the same heap as the firmware under test,
 # so it stays small: its buffers are the speaker's DMA queue (ibuf bytes, which on a board is
-# not Python heap), an echo delay line of 2048 samples when echo is on, and two 512-byte blocks.
+# not Python heap), an echo delay line of 2048 samples when echo is on (more for long delays),
+# and a few 512-byte blocks.
 # There is no background thread: time advances for the fakes whenever any fake I2S method or
 # service() is called (the capture's polling does that continuously).
 #
@@ -24,9 +29,18 @@ DEFAULTS = {
     "mic_db": 0,
     "echo_db": None,  # e.g. -20: speaker-to-mic coupling; None: no echo
     "echo_delay_ms": 20,
+    "echo_tail": None,  # e.g. [[15, -6], [40, -12]]: more echoes, ms after echo_delay_ms, dB vs echo_db
     "inject_wav": None,  # a second talker (barge-in), relative to the speaker's first audio
     "inject_at_ms": 1000,
     "inject_db": 0,
+    "noise_wav": None,  # background noise, looped; None: a silent room
+    "noise_db": 0,
+    "noise_offset_ms": 0,  # where in the noise file the microphone's first sample falls
+    "mic_dma_frames": 0,  # >0: microphone samples become readable in whole DMA buffers of this
+    #                       many frames (the ESP32 port's are 256), as on a board; 0: at once
+    "clock": "wall",  # "wall", or "virtual": time moves only by advance_ms() (and fake sleeps)
+    "track_sound": False,  # keep last_sound: the world index just after the speaker's last
+    #                        non-zero sample (onset-to-silence in the barge-in sweep)
     "record": None,  # path: the speaker output as a WAV file (0 ms = speaker creation)
     "raw_shift": 16,  # 32-bit microphone words are sample << raw_shift (INMP441-like at 16)
     "wifi_ssid": None,  # the only SSID the fake WLAN finds; None: any
@@ -47,7 +61,7 @@ try:
         _last = t
         return _acc
 
-    def sleep_us(us):
+    def _sleep_us(us):
         time.sleep_us(us)  # type: ignore
 
 except ImportError:
@@ -55,8 +69,16 @@ except ImportError:
     def now_us():
         return int(time.monotonic() * 1000000)
 
-    def sleep_us(us):
+    def _sleep_us(us):
         time.sleep(us / 1000000)
+
+
+def sleep_us(us):
+    """What a blocking fake I2S call waits: real time, or virtual time that passes at once."""
+    if world is not None and world.virtual:
+        world.vt += us
+    else:
+        _sleep_us(us)
 
 
 def _q8(db):
@@ -64,9 +86,10 @@ def _q8(db):
 
 
 class Wav:
-    """A 24 kHz mono 16-bit WAV, mixed in by sample index, read in 512-byte blocks."""
+    """A 24 kHz mono 16-bit WAV, mixed in by sample index, read in 512-byte blocks; with loop,
+    sample i is sample i % n of the file (for background noise)."""
 
-    def __init__(self, path, db):
+    def __init__(self, path, db, loop=False):
         self.f, rate, ch, bits, nbytes = open_wav(path)
         if (rate, ch, bits) != (24000, 1, 16):
             raise ValueError("%s: the simulator needs 24 kHz mono 16-bit" % path)
@@ -75,9 +98,22 @@ class Wav:
         self.gain = _q8(db)
         self.blk = bytearray(512)
         self.b0 = self.bn = 0
+        self.loop = loop
 
     def add(self, dst, off, idx, n):
         # dst[off:] += samples idx..idx+n-1 (nothing before 0 or after the end)
+        if self.loop:
+            while n > 0:
+                i = idx % self.n
+                k = min(n, self.n - i)
+                self._add(dst, off, i, k)
+                off += 2 * k
+                idx += k
+                n -= k
+            return
+        self._add(dst, off, idx, n)
+
+    def _add(self, dst, off, idx, n):
         if idx < 0:
             k = min(n, -idx)
             off += 2 * k
@@ -102,14 +138,29 @@ class World:
         self.t0 = now_us()
         self.mic = Wav(cfg["mic_wav"], cfg["mic_db"]) if cfg["mic_wav"] else None
         self.inject = Wav(cfg["inject_wav"], cfg["inject_db"]) if cfg["inject_wav"] else None
+        self.noise = Wav(cfg["noise_wav"], cfg["noise_db"], True) if cfg["noise_wav"] else None
+        self.noise_at = cfg["noise_offset_ms"] * 24
+        self.virtual = cfg["clock"] == "virtual"
+        if cfg["clock"] not in ("wall", "virtual"):
+            raise ValueError("simworld: clock must be wall or virtual")
+        self.vt = 0  # virtual time, us
+        self.dma = cfg["mic_dma_frames"]
+        self.track = cfg["track_sound"]
+        self.last_sound = -1
         self.rx0 = 0  # world sample index of the microphone's first sample
         self.tx = None  # the speaker (a fake I2S in TX mode), once created
         self.spk_start = -1  # world sample index of the speaker's first audio
         self.line = None
+        self.taps = []  # (delay in samples, gain q8)
         if cfg["echo_db"] is not None:
-            self.line = bytearray(4096)  # 2048 samples of speaker output, by world index
-            self.echo_gain = _q8(cfg["echo_db"])
-            self.echo_delay = cfg["echo_delay_ms"] * 24
+            self.taps.append((cfg["echo_delay_ms"] * 24, _q8(cfg["echo_db"])))
+            for extra_ms, db in cfg["echo_tail"] or ():
+                self.taps.append(((cfg["echo_delay_ms"] + extra_ms) * 24, _q8(cfg["echo_db"] + db)))
+            size = 2048  # samples of speaker output, by world index: the longest delay + a read
+            while size < max(d for d, _ in self.taps) + 1024:
+                size *= 2
+            self.size = size
+            self.line = bytearray(2 * size)
         self.lw = 0  # the line holds speaker output up to this world index
         self.rec = None
         if cfg["record"]:
@@ -121,7 +172,17 @@ class World:
 
     def now(self):
         """World time as a sample index (24 kHz)."""
+        if self.virtual:
+            return self.vt * 3 // 125
         return (now_us() - self.t0) * 3 // 125
+
+    def rx_ready(self):
+        """World index up to which microphone samples can be read now: all of them, or (with
+        mic_dma_frames) those in completed DMA buffers."""
+        g = self.now()
+        if self.dma:
+            g -= (g - self.rx0) % self.dma
+        return g
 
     def service(self):
         if self.tx is not None:
@@ -133,29 +194,41 @@ class World:
         if self.mic is not None:
             self.mic.add(dst, off, g - self.rx0, n)
         if self.line is not None:
-            # Echo of what the speaker played echo_delay earlier, if still in the line.
-            s = g - self.echo_delay
-            lo = max(s, self.lw - 2048)
-            hi = min(s + n, self.lw)
-            while lo < hi:
-                i = lo % 2048
-                k = min(hi - lo, 2048 - i)
-                fast.mix(dst, off + 2 * (lo - s), self.line, 2 * i, k, self.echo_gain)
-                lo += k
+            # Echoes of what the speaker played that long earlier, if still in the line.
+            size = self.size
+            for delay, gain in self.taps:
+                s = g - delay
+                lo = max(s, self.lw - size)
+                hi = min(s + n, self.lw)
+                while lo < hi:
+                    i = lo % size
+                    k = min(hi - lo, size - i)
+                    fast.mix(dst, off + 2 * (lo - s), self.line, 2 * i, k, gain)
+                    lo += k
         if self.inject is not None and self.spk_start >= 0:
             self.inject.add(dst, off, g - self.spk_start - self.cfg["inject_at_ms"] * 24, n)
+        if self.noise is not None:
+            self.noise.add(dst, off, g - self.rx0 + self.noise_at, n)
 
     def played(self, src, soff, g, n):
         # The speaker outputs n samples from world index g (src None: silence).
         if src is not None and self.spk_start < 0:
             self.spk_start = g
+        if self.track and src is not None and fast.mean_abs(src, soff, n):
+            e = n
+            while e > 0:  # the last non-zero sample, to 1 ms
+                k = min(e, 24)
+                if fast.mean_abs(src, soff + 2 * (e - k), k):
+                    break
+                e -= k
+            self.last_sound = g + e
         line = self.line
         rec = self.rec
         done = 0
         while done < n:
             if line is not None:
-                i = (g + done) % 2048
-                k = min(n - done, 2048 - i)
+                i = (g + done) % self.size
+                k = min(n - done, self.size - i)
                 if src is None:
                     fast.scale(line, 2 * i, k, 0)
                 else:
@@ -187,7 +260,7 @@ class World:
             rec.write(header(self.recbytes))
             rec.close()
             self.rec = None
-        for w in (self.mic, self.inject):
+        for w in (self.mic, self.inject, self.noise):
             if w is not None:
                 w.f.close()
 
@@ -226,3 +299,18 @@ def get():
 def service():
     """Let the fake hardware catch up with the clock (DMA progress, irq callbacks)."""
     get().service()
+
+
+def advance_ms(ms):
+    """Virtual clock only: let ms pass (the fakes catch up on their next call)."""
+    w = get()
+    if not w.virtual:
+        raise ValueError("simworld: advance_ms needs clock virtual")
+    w.vt += ms * 1000
+
+
+def ticks_ms():
+    """The world's clock in ms (virtual or wall, from configure()), for Player.clock and the
+    capture's poll(now) when the clock is virtual."""
+    w = get()
+    return w.vt // 1000 if w.virtual else (now_us() - w.t0) // 1000

@@ -39,3 +39,39 @@ def print_exception(exc, file=None):
     import traceback
 
     traceback.print_exception(type(exc), exc, exc.__traceback__, file=file)
+
+
+def again():
+    # The exceptions that mean "not now" on a CPython non-blocking (ssl) socket.
+    import ssl
+
+    return (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class HostStream:
+    # CPython only: a non-blocking socket (plain or ssl) with MicroPython's stream semantics:
+    # write -> count or None, readinto/read -> data, 0/b"" at end of stream, None for "not now".
+    def __init__(self, s):
+        self.s = s
+        self.again = again()
+
+    def write(self, buf, off=0, n=-1):
+        try:
+            return self.s.send(memoryview(buf)[off : off + n] if n >= 0 else buf[off:])
+        except self.again:
+            return None
+
+    def readinto(self, buf):
+        try:
+            return self.s.recv_into(buf)
+        except self.again:
+            return None
+
+    def read(self, n):
+        try:
+            return self.s.recv(n)
+        except self.again:
+            return None
+
+    def close(self):
+        self.s.close()

@@ -45,17 +45,22 @@ class Device:
         mic = b["mic"] if cfg["role"] == "primary" else None
         if cfg["role"] == "primary" and mic is None:
             log.warn("app", "board %s has no usable microphone: text input only", b["name"])
-        # The two big buffers first, while the heap is still in one piece (at 110 KB a 15 KB
+        # The big buffers first, while the heap is still in one piece (at 110 KB a 15 KB
         # allocation fails on a fragmented heap with twice that free); the code comes after.
+        # Audio chunks of any size stream through the playback ring, so it is sized for
+        # latency, not for the server's chunk size.
         gc.collect()
-        # The playback ring must hold the largest chunk a max_message can carry while its
-        # predecessor still plays, plus the downlink's 1 KB of read-ahead: a chunk that cannot
-        # fit whole would hold the socket for good (Downlink.hold).
-        need = cfg["max_message"] * 3 // 4 + 1024
-        pbuf = bytearray(max(need, audio.get("playback_ms", b["playback_ms"]) * 48) & ~1)
+        if not cfg["max_message"]:
+            cfg["max_message"] = 32768 if b["psram"] else 8192
+        pbuf = bytearray(max(9600, audio.get("playback_ms", b["playback_ms"]) * 48) & ~1)
         frame_ms = audio["frame_ms"]
         slots = max(2, audio.get("ring_ms", b["ring_ms"]) // frame_ms)
         rbuf = bytearray(slots * frame_ms * 64) if mic is not None else None  # base64: 4/3 x 48
+        frame_buf = bytearray(cfg["max_message"])  # the downlink's non-audio messages
+        from .link import tx_size
+        from .ws import WebSocket
+
+        ws = WebSocket(None, cfg["max_message"], tx_size=tx_size(cfg))
         spk = b["speaker"]
         from .playback import Player
 
@@ -90,9 +95,9 @@ class Device:
         for name in ("config", "board", "tls"):
             unload(name)  # set-up code: let its bytecode be collected
         gc.collect()
-        from .channel import Channel
+        from .link import Link
 
-        self.channel = Channel(cfg, self.player, self.capture, self.ring, on_event, tls)
+        self.channel = Link(cfg, self.player, self.capture, self.ring, ws, frame_buf, on_event, tls)
 
     def _tls(self, cfg):
         if not cfg.get("ca_file") and not cfg["insecure"]:
@@ -174,7 +179,7 @@ def run(config_path="config.json", board=None):
 def _expected(exc):
     # Errors with a message written for the user (config, board, Wi-Fi, a fatal channel error):
     # print the message alone. Anything else is a bug: print the traceback too.
-    from .channel import ChannelError
+    from .link import ChannelError
 
     return isinstance(exc, (ChannelError, ValueError, OSError))
 

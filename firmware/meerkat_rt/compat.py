@@ -35,12 +35,14 @@ def mem_free():
 
 
 def unload(name):
-    """Drop a firmware module (e.g. "config") so that its bytecode can be collected; a later
-    import loads it again. For code needed only while setting up or connecting: on a 112 KB
-    heap a module's code costs more than its buffers (docs/architecture.md 1)."""
+    """Drop a firmware module (e.g. "config", "v2.bootstrap") so that its bytecode can be
+    collected; a later import loads it again. For code needed only while setting up or
+    connecting: on a 112 KB heap a module's code costs more than its buffers (when it is not
+    frozen; docs/architecture.md 1)."""
     import sys
 
     sys.modules.pop("meerkat_rt." + name, None)
-    pkg = sys.modules.get("meerkat_rt")
-    if pkg is not None and name in pkg.__dict__:
-        delattr(pkg, name)
+    parent, _, leaf = ("meerkat_rt." + name).rpartition(".")
+    pkg = sys.modules.get(parent)
+    if pkg is not None and leaf in pkg.__dict__:
+        delattr(pkg, leaf)

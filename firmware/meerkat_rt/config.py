@@ -5,7 +5,11 @@
 # was silently ignored would look like a broken device. config.example.json lists every field.
 import json
 
-from .protocol import ROLES, TURNING_MODES, ProtocolError, check, check_target
+from .shapes import ProtocolError, check
+
+ROLES = ("primary", "observer")
+TURNING_MODES = ("provider_managed", "explicit_commit")
+SURFACES = ("auto", "v2", "live")
 
 
 class ConfigError(ValueError):
@@ -17,12 +21,14 @@ _SHAPES = {
     "config": "wifi:o? server:o target:o role:s? turning_mode:s? board:s? tls:o? reconnect:o? "
     "server_reconnect_policy:o? channel_config:o? audio:o? keepalive:o? max_message:n? log_level:s?",
     "wifi": "ssid:s key:s? timeout_ms:n? retries:n? power_save:b? hostname:s?",
-    "server": "rpc:s? rest:s? timeout_ms:n? open_timeout_ms:n?",
+    "server": "rpc:s? rest:s? surface:s? timeout_ms:n? open_timeout_ms:n?",
+    "session_target": "type:s session_id:s",
+    "mob_member": "type:s mob_id:s agent_identity:s",
     "tls": "ca_file:s? insecure:b?",
     "reconnect": "max_attempts:n? initial_backoff_ms:n? max_backoff_ms:n? max_total_ms:n?",
     "policy": "max_attempts:n initial_backoff_ms:n max_backoff_ms:n max_total_ms:n",
     "audio": "frame_ms:n? ring_ms:n? playback_ms:n? margin_ms:n? preroll_ms:n? "
-    "vad_sensitivity:n? speaker_mode:s?",
+    "vad_sensitivity:n? speaker_mode:s? duplex:s?",
     "keepalive": "interval_ms:n? timeout_ms:n?",
 }
 
@@ -30,16 +36,24 @@ DEFAULTS = {
     "role": "primary",
     "turning_mode": "provider_managed",
     "board": "esp32s3_devkitc",
-    "server": {"timeout_ms": 10000, "open_timeout_ms": 20000},
+    # surface: which Meerkat server surface to speak: "auto" asks the server (live/open, and
+    # protocol v2's realtime/open_info when that method is not found), "v2" (Meerkat 0.6.0-0.6.4)
+    # or "live" (0.6.5 and later). The REST proxy exists only for v2.
+    "server": {"surface": "auto", "timeout_ms": 10000, "open_timeout_ms": 20000},
     "tls": {"insecure": False},
     # Client-side reconnect after a dropped socket or a retryable close: exponential backoff
     # with full jitter; max_attempts 0 = keep trying; max_total_ms 0 = no overall budget.
     "reconnect": {"max_attempts": 0, "initial_backoff_ms": 500, "max_backoff_ms": 8000, "max_total_ms": 0},
     # Frame and buffer sizes; ring_ms/playback_ms default to the board's (PSRAM boards get more).
-    "audio": {"frame_ms": 40, "margin_ms": 100, "preroll_ms": 300, "vad_sensitivity": 5},
+    # duplex "half": the microphone is held while a reply plays (the device's echo-aware VAD
+    # decides barge-in); "full" streams it all the time, for boards with hardware echo
+    # cancellation, on the live surface only (protocol v2 cancels a reply on any input).
+    "audio": {"frame_ms": 40, "margin_ms": 100, "preroll_ms": 300, "vad_sensitivity": 5, "duplex": "half"},
     # WebSocket pings after channel.opened (never before it); 0 disables.
     "keepalive": {"interval_ms": 15000, "timeout_ms": 45000},
-    "max_message": 16384,
+    # The largest server message that is not audio (audio streams through at any size); 0: the
+    # board's default (8 KB without PSRAM, 32 KB with).
+    "max_message": 0,
     "log_level": "info",
 }
 
@@ -48,6 +62,7 @@ DEFAULTS = {
 WIFI_DEFAULTS = {"timeout_ms": 20000, "retries": 0, "power_save": False}
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
+_TARGETS = ("session_target", "mob_member")
 SPEAKER_MODES = ("drain", "irq", "poll")
 
 
@@ -80,7 +95,10 @@ def validate(cfg):
             if key in cfg:
                 shape = "policy" if key == "server_reconnect_policy" else key
                 check(cfg[key], _SHAPES[shape], "config." + key, report)
-        check_target(cfg["target"], "config.target")
+        target = cfg["target"]
+        if type(target) is not dict or target.get("type") not in _TARGETS:
+            raise ProtocolError("field config.target.type must be session_target or mob_member")
+        check(target, _SHAPES[target["type"]], "config.target", report)
     except ProtocolError as exc:
         raise ConfigError("config.json: " + exc.reason)
     for entry in report:
@@ -100,6 +118,18 @@ def validate(cfg):
             _fail("config.server.rpc", "host:port")
     elif not server["rest"].startswith("http://"):
         _fail("config.server.rest", "an http:// URL (the REST proxy has no TLS)")
+    if server["surface"] not in SURFACES:
+        _fail("config.server.surface", "auto, v2 or live")
+    if "rest" in server:
+        if server["surface"] == "live":
+            _fail("config.server.rest", "unset with surface live (the live surface has no REST routes: use rpc)")
+        server["surface"] = "v2"  # only protocol v2 has a REST proxy
+    if cfg["audio"]["duplex"] not in ("half", "full"):
+        _fail("config.audio.duplex", "half or full")
+    if cfg["audio"]["duplex"] == "full" and server["surface"] == "v2":
+        _fail("config.audio.duplex", "half with surface v2 (protocol v2 cancels a reply on any input)")
+    if cfg["max_message"] and not 2048 <= cfg["max_message"] <= 1 << 20:
+        _fail("config.max_message", "0 (the board's default) or 2048..1048576")
     audio = cfg["audio"]
     if not 20 <= audio["frame_ms"] <= 200 or audio["frame_ms"] % 20:
         _fail("config.audio.frame_ms", "20, 40, 60, ... 200")

@@ -97,6 +97,14 @@ class Player:
     def space(self):
         return self._cap - self._n - (self._t if self._t > 0 else 0)
 
+    def queued(self):
+        """Bytes playable and not yet handed to the speaker."""
+        return self._n - self._busy
+
+    def tentative(self):
+        """Bytes decoded for the chunk in progress and not yet playable."""
+        return self._t if self._t > 0 else 0
+
     def begin_chunk(self):
         self._t = self._nc = 0
         self._pad = False
@@ -130,6 +138,20 @@ class Player:
         self._nc = n - m
         return True
 
+    def feed_pcm(self, buf, off, n):
+        """Copy raw PCM into the ring, tentatively (for audio that arrives unencoded). False
+        when it is more than space()."""
+        if self._t < 0:
+            return True
+        if n > self.space():
+            return False
+        w = (self._rd + self._n + self._t) % self._cap
+        k = min(n, self._cap - w)
+        fast.copy(self.buf, w, buf, off, k)
+        fast.copy(self.buf, 0, buf, off + k, n - k)
+        self._t += n
+        return True
+
     def _dec(self, src, off, n):
         k = fast.b64_decode(self.buf, self._cap, (self._rd + self._n + self._t) % self._cap, src, off, n)
         if k < 0:
@@ -138,20 +160,48 @@ class Player:
         self._pad = k < n // 4 * 3
         return True
 
-    def commit_chunk(self, item_id, content_index=0):
-        """Make the decoded chunk playable as part of item_id (content parts of one item are
-        counted together). Returns its duration in ms, 0 if dropped (a stopped item, or no room
-        in the item table), -1 if the base64 was cut short."""
+    def flush_partial(self, item_id, content_index=0):
+        """Make what has been decoded of the chunk in progress playable now, as part of
+        item_id, and go on with the chunk: a chunk bigger than the ring streams through it.
+        Returns the ms made playable, -1 if the audio was dropped (a stopped item, or no room
+        in the item table: the caller skips the rest of the chunk)."""
         t = self._t
-        nc = self._nc
+        if t <= 1:
+            return 0  # nothing whole yet, or cut by stop_now()
+        k = t & ~1  # whole samples only; an odd byte waits for its other half
+        done = self._commit(k, item_id)
+        self._t = t - k if done >= 0 else 0
+        return done
+
+    def commit_chunk(self, item_id, content_index=0):
+        """End the chunk: make the rest of it playable as part of item_id (content parts of one
+        item are counted together). Returns the ms it made playable, -1 if dropped (a stopped
+        item, or no room in the item table) or if the base64 was cut short (one stray
+        character; unpadded base64 is accepted)."""
+        if self._t >= 0 and self._nc:
+            nc = self._nc
+            if nc == 1 or self._pad:
+                self.abort_chunk()
+                return -1
+            for i in range(nc, 4):
+                self._carry[i] = 61  # "=": the server left the padding out
+            if not self._dec(self._carry, 0, 4):
+                self.abort_chunk()
+                return -1
+        t = self._t
         self._t = self._nc = 0
         if t < 0:
             return 0  # cut by stop_now()
-        if nc:
-            return -1
-        t &= ~1  # whole samples only
+        t &= ~1
         if not t:
             return 0
+        done = self._commit(t, item_id)
+        if done >= 0:
+            self.chunks += 1
+        return done
+
+    def _commit(self, t, item_id):
+        # t tentative bytes (even) become playable, attributed to item_id; ms, or -1 dropped.
         se = self._se
         sc = self._sc
         j = (self._sh + sc - 1) % _K  # the newest segment
@@ -167,7 +217,7 @@ class Player:
                 self._next = (e + 1) % _K
         if e < 0 or self._stop[e] or sc == _K and se[j] != e:
             self.dropped += 1
-            return 0
+            return -1
         if sc and se[j] == e:
             self._sn[j] += t
         else:
@@ -183,9 +233,18 @@ class Player:
         self._n += t
         self._recv[e] += t
         self._last = e
-        self.chunks += 1
         self.bytes = (self.bytes + t) & _MASK  # wraps: stays a small int on the ESP32
         return t // 48
+
+    def rename(self, old_id, new_id):
+        """Audio committed as old_id (an assumption made while a big chunk streamed, before its
+        ids arrived) belongs to new_id. Done only when new_id has no entry of its own; else
+        the audio stays counted under old_id, and new_id's cursor errs low (the safe side)."""
+        e = self._find(old_id)
+        if e >= 0 and self._find(new_id) < 0:
+            self._ids[e] = new_id
+            return True
+        return False
 
     def _find(self, item_id):
         for e in range(_K):

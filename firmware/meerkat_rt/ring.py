@@ -1,9 +1,11 @@
-# meerkat_rt.ring: the uplink ring, fixed slots of base64 text with a send cursor.
+# meerkat_rt.ring: the uplink ring, fixed slots of encoded frames with a send cursor.
 #
-# Capture encodes each PCM frame straight into the next slot; the uplink sends slots in order
-# from slot_buffer (no copy, no per-frame object). Slot metadata lives in preallocated arrays.
-# A frame of N PCM bytes is 4N/3 base64 characters; N must be a multiple of 6 (whole samples
-# and whole base64 quads, so no '=' padding and consecutive frames concatenate cleanly).
+# Capture puts each PCM frame straight into the next slot, in the form the server surface sends
+# it (the slot codec): base64 text for protocol v2 (audio inside JSON), raw PCM for the live
+# surface (binary WebSocket frames). The uplink sends slots in order from slot_buffer (no copy,
+# no per-frame object). Slot metadata lives in preallocated arrays. A frame of N PCM bytes is
+# 4N/3 base64 characters; N must be a multiple of 6 (whole samples and whole base64 quads, so no
+# '=' padding and consecutive frames concatenate cleanly).
 #
 # Counting, exact at every moment: captured == sent + dropped + discarded + pending.
 #   dropped:   overwritten while due to be sent (the network fell behind; capture never waits)
@@ -16,16 +18,27 @@ from array import array
 from . import fast
 
 
+B64 = "base64"
+PCM = "pcm"
+
+
+def slot_bytes(frame_bytes, codec):
+    """Bytes one slot takes for frames of frame_bytes PCM bytes."""
+    return frame_bytes * 4 // 3 if codec == B64 else frame_bytes
+
+
 class FrameRing:
-    def __init__(self, slots, frame_bytes, buf=None):
-        # buf: optionally the slot storage, preallocated (slots * frame_bytes * 4 // 3 bytes) by
-        # a caller that allocates its big buffers first, before the heap fragments.
+    def __init__(self, slots, frame_bytes, buf=None, codec=B64):
+        # buf: optionally the slot storage, preallocated (slots * slot_bytes(...)) by a caller
+        # that allocates its big buffers first, before the heap fragments. A ring allocated
+        # for base64 is big enough for raw PCM too (set_codec switches before streaming).
         if frame_bytes % 6 or slots < 2:
             raise ValueError("ring: frame_bytes must be a multiple of 6 and slots >= 2")
         self.slots = slots
         self.frame_bytes = frame_bytes
         self.frame_ms = frame_bytes // 48  # 24 kHz mono 16-bit: 48 bytes per ms
-        self.slot_len = frame_bytes * 4 // 3
+        self.codec = codec
+        self.slot_len = slot_bytes(frame_bytes, codec)
         self.slot_buffer = buf if buf is not None else bytearray(slots * self.slot_len)
         if len(self.slot_buffer) < slots * self.slot_len:
             raise ValueError("ring: buf holds fewer than %d slots" % slots)
@@ -40,7 +53,10 @@ class FrameRing:
         if self.pending == self.slots:  # full: the oldest goes
             self._drop_oldest(1)
         i = (self._head + self.pending) % self.slots
-        fast.b64_encode(self.slot_buffer, i * self.slot_len, pcm, off, self.frame_bytes)
+        if self.codec == B64:
+            fast.b64_encode(self.slot_buffer, i * self.slot_len, pcm, off, self.frame_bytes)
+        else:
+            fast.copy(self.slot_buffer, i * self.slot_len, pcm, off, self.frame_bytes)
         self._seq[i] = self.captured  # seq stays a small int for 2**31 frames (2.7 years)
         self._time[i] = t_ms
         self.captured += 1
@@ -54,6 +70,17 @@ class FrameRing:
             self.discarded += n
         else:
             self.dropped += n
+
+    def set_codec(self, codec):
+        """Switch the slot codec (the server surface became known); pending frames, encoded the
+        other way, are discarded (counted)."""
+        if codec != self.codec:
+            n = slot_bytes(self.frame_bytes, codec)
+            if n * self.slots > len(self.slot_buffer):
+                raise ValueError("ring: buffer too small for %s slots" % codec)
+            self.discard_pending()
+            self.codec = codec
+            self.slot_len = n
 
     def peek(self):
         """The slot to send next, or -1 (nothing pending, or held)."""

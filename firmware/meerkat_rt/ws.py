@@ -9,22 +9,27 @@
 #
 # Runtime differences live in one place: on MicroPython the raw (or tls) socket already has the
 # semantics the frame logic wants (write -> count or None, readinto -> count, 0 at EOF, None when
-# nothing arrived); on CPython _HostSock gives a plain or ssl socket the same semantics, and
+# nothing arrived); on CPython net.stream() gives a plain or ssl socket the same semantics, and
 # connect() drives the TLS handshake itself (MicroPython's tls does it during the first I/O).
 #
-# Sending is one data frame at a time: begin_text(n) writes the header with a fresh mask key
+# Sending is one data frame at a time: begin(n, opcode) writes the header with a fresh mask key
 # into the send buffer, put() masks payload pieces straight into it, end_frame() publishes it,
 # poll() writes it out across as many calls as the socket needs. Control frames (pong, close,
 # ping) use their own small buffer and are written between data frames, never inside one.
 # Whichever buffer a write was started on is finished before the other is touched: TLS stacks
 # (OpenSSL, mbedtls) require a write that returned "try again" to be retried with the same data.
-import errno
 import random
-import select
-import socket
 
-from . import fast, log
+from . import fast, log, net
 from .compat import IS_MICROPYTHON, const, sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+# Opcodes (RFC 6455 5.2).
+CONT = const(0)
+TEXT = const(1)
+BINARY = const(2)
+CLOSE = const(8)
+PING = const(9)
+PONG = const(10)
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _IDLE = const(0)  # never connected, or closed (see close_code)
@@ -40,72 +45,6 @@ class WebSocketError(Exception):
     def __init__(self, message, code=None):
         super().__init__(message)
         self.code = code
-
-
-class MessageBuffer:
-    """The default sink: assembles one whole message (bounded by its capacity).
-
-    Sink protocol: feed(buf, off, n, first, last, is_text) gets the payload of each message in
-    pieces (first/last mark the message's first and last piece; buf is only valid during the
-    call); a truthy `hold` attribute makes the WebSocket stop handing anything on (the bytes
-    wait in its staging buffer, then in the kernel: TCP back-pressure). Here hold == ready: a
-    complete message waits, so no message is ever overwritten. Consumers take it with take()
-    (allocates a str/bytes) or read buf[:length] in place and call release() (allocation-free)."""
-
-    def __init__(self, capacity):
-        self.buf = bytearray(capacity)
-        self.length = 0
-        self.is_text = False
-        self.ready = self.hold = False
-
-    def feed(self, buf, off, n, first, last, is_text):
-        if first:
-            self.length = 0
-            self.is_text = is_text
-        end = self.length + n
-        if end > len(self.buf):
-            raise ValueError("message exceeds the MessageBuffer capacity")
-        fast.copy(self.buf, self.length, buf, off, n)
-        self.length = end
-        if last:
-            self.ready = self.hold = True
-
-    def release(self):
-        self.ready = self.hold = False
-
-    def take(self):
-        self.ready = self.hold = False
-        data = bytes(memoryview(self.buf)[: self.length])
-        return data.decode() if self.is_text else data
-
-
-class _HostSock:
-    # CPython only: a non-blocking socket (plain or ssl) with MicroPython's stream semantics.
-    def __init__(self, s, again):
-        self.s = s
-        self.again = again
-
-    def write(self, buf, off, n):
-        try:
-            return self.s.send(memoryview(buf)[off : off + n])
-        except self.again:
-            return None
-
-    def readinto(self, buf):
-        try:
-            return self.s.recv_into(buf)
-        except self.again:
-            return None
-
-    def close(self):
-        self.s.close()
-
-
-def _again():
-    # The exceptions that mean "not now" on a CPython non-blocking (ssl) socket.
-    import ssl
-
-    return (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 def split_url(url):
@@ -131,12 +70,16 @@ def split_url(url):
 
 
 class WebSocket:
-    def __init__(self, max_message=16384, rx_size=1024, tx_size=4096, sink=None):
+    def __init__(self, sink, max_message=16384, rx_size=1024, tx_size=4096):
+        """sink: where received payloads go (see the module comment and Sink below).
+        max_message: the largest message accepted (close 1009 beyond it), unless the sink
+        bounds messages itself (a true `streams` attribute: the downlink streams audio of any
+        size and drops oversized others, counted)."""
         # Big buffers first, before anything fragments the heap (docs/architecture.md 1).
         self.tx = bytearray(tx_size)
         self.rx = bytearray(rx_size)
-        self.sink = sink if sink is not None else MessageBuffer(max_message)
         self.max_message = max_message
+        self.set_sink(sink)
         self._ctl = bytearray(131)  # one outgoing control frame: 2 + 4 (key) + 125
         self._cin = bytearray(125)  # payload of the incoming control frame
         self._hdr = bytearray(10)  # incoming frame header (servers never mask: no key)
@@ -144,6 +87,10 @@ class WebSocket:
         self.sock = None
         self.close_timeout_ms = _CLOSE_WAIT_MS
         self._reset()
+
+    def set_sink(self, sink):
+        self.sink = sink
+        self.bounded = not getattr(sink, "streams", False)
 
     def _reset(self):
         # Every attribute the hot path touches exists from here on: assigning an existing
@@ -190,32 +137,16 @@ class WebSocket:
         deadline = ticks_add(ticks_ms(), timeout_ms)
         phase = "connect"
         try:
-            # IPv4 only (URLs with IPv6 literals are not parsed either); blocks while resolving.
-            ai = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0]
-            s = socket.socket(ai[0], ai[1], ai[2])
+            s = await net.connect(host, port, timeout_ms)  # DNS cached; refusals seen at once
             self.sock = s
-            s.setblocking(False)
-            try:
-                s.connect(ai[-1])
-            except OSError as e:
-                if e.args[0] != errno.EINPROGRESS:
-                    raise
-            p = select.poll()
-            p.register(s, select.POLLOUT)
-            while True:
-                ev = p.poll(0)
-                if ev:
-                    if ev[0][1] & (select.POLLERR | select.POLLHUP):
-                        raise WebSocketError("cannot connect to %s (refused or unreachable)" % where)
-                    break
-                await _tick(deadline, phase, where, timeout_ms)
-            p.unregister(s)
             if tls is not None:
                 phase = "TLS handshake"
                 s = tls.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
                 self.sock = s
                 s.setblocking(False)
             if not IS_MICROPYTHON:
+                from ._host import again as _again
+
                 again = _again()
                 while tls is not None:
                     try:
@@ -223,12 +154,14 @@ class WebSocket:
                         break
                     except again:
                         await _tick(deadline, phase, where, timeout_ms)
-                s = self.sock = _HostSock(s, again)
+                s = self.sock = net.stream(s)
             phase = "upgrade"
             await self._upgrade(s, host, port, path, host_header, deadline, where, timeout_ms)
             self.state = _OPEN
         except WebSocketError:
             raise
+        except net.NetError as e:
+            raise WebSocketError(str(e))
         except Exception as e:  # OSError; ValueError: mbedtls verification; ssl.SSLError
             why = str(e).strip()
             code = e.args[0] if e.args else 0
@@ -306,8 +239,8 @@ class WebSocket:
         """True when a new data frame may be started (open, previous frame fully written)."""
         return self.state == _OPEN and self._fill < 0 and self._tx_end == 0
 
-    def begin_text(self, n, opcode=1):
-        """Start a data frame of n payload bytes (text; opcode 2 for binary) in the send buffer."""
+    def begin(self, n, opcode=TEXT):
+        """Start a data frame of n payload bytes (TEXT or BINARY) in the send buffer."""
         t = self.tx
         h = 6 if n < 126 else (8 if n < 65536 else 14)
         if not self.can_send():
@@ -345,13 +278,18 @@ class WebSocket:
         self._tx_end = self._pend
         self._fill = -1
 
-    def send_text_nowait(self, data, binary=False):
-        """Queue one small frame (str is encoded: allocates). False when not ready to send."""
+    def fits(self, n):
+        """Whether a data frame of n payload bytes fits the send buffer."""
+        return n + (6 if n < 126 else (8 if n < 65536 else 14)) <= len(self.tx)
+
+    def send_nowait(self, data, opcode=TEXT):
+        """Queue one whole frame from bytes (a str is encoded: allocates). False when a frame
+        is still being written; WebSocketError when it can never fit (check fits() first)."""
         if type(data) is str:
             data = data.encode()
         if not self.can_send():
             return False
-        self.begin_text(len(data), 2 if binary else 1)
+        self.begin(len(data), opcode)
         self.put(data, 0, len(data))
         self.end_frame()
         return True
@@ -511,7 +449,7 @@ class WebSocket:
         while i < end:
             need = self._need
             if need:
-                if self._hn == 0 and getattr(sink, "hold", False):
+                if self._hn == 0 and sink.hold():
                     break  # back-pressure: the sink takes nothing now
                 k = need - self._hn
                 if k > end - i:
@@ -549,7 +487,7 @@ class WebSocket:
                 fast.copy(self._cin, self._cn, buf, i, k)
                 self._cn += k
             elif self.state == _OPEN:
-                if getattr(sink, "hold", False):
+                if sink.hold():
                     break
                 sink.feed(buf, i, k, self._first, self._fin and k == self._rem, self._mop == 1)
                 self._first = False
@@ -578,7 +516,7 @@ class WebSocket:
             self._mop = op
             self._mlen = 0
             self._first = True
-        if op < 8:
+        if op < 8 and self.bounded:
             self._mlen += n
             if self._mlen > self.max_message:
                 return self._fail(1009, "message of %d+ bytes exceeds max_message %d" % (self._mlen, self.max_message))
@@ -665,34 +603,7 @@ class WebSocket:
         if self.state != _IDLE:
             self._shutdown(1006, "aborted")
 
-    # ---------------------------------------------------------------- async conveniences (allocate)
-
-    async def send_text(self, data, timeout_ms=10000):
-        t0 = ticks_ms()
-        while not self.send_text_nowait(data):
-            if self.state != _OPEN:
-                raise WebSocketError("not open", self.close_code)
-            if ticks_diff(ticks_ms(), t0) > timeout_ms:
-                raise WebSocketError("send timed out after %d ms" % timeout_ms)
-            if not self.poll():
-                await sleep_ms(1)
-        self.poll()
-
-    async def recv(self, timeout_ms=None):
-        """The next message (str for text, bytes for binary), or None once closed. Raises the
-        error that closed the link (oversized message, protocol violation) instead of None."""
-        sink = self.sink
-        t0 = ticks_ms()
-        while not sink.ready:
-            if self.state == _CLOSED or self.state == _IDLE:
-                if self.error is not None:
-                    raise self.error
-                return None
-            if not self.poll():
-                if timeout_ms is not None and ticks_diff(ticks_ms(), t0) > timeout_ms:
-                    raise WebSocketError("no message within %d ms" % timeout_ms)
-                await sleep_ms(1)
-        return sink.take()
+    # ---------------------------------------------------------------- closing
 
     async def close(self, code=1000, reason=""):
         """Send a close frame, wait (bounded by close_timeout_ms) for the answer, close the socket."""

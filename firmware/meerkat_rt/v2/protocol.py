@@ -1,9 +1,11 @@
-# meerkat_rt.protocol: the Meerkat realtime channel protocol v2 wire codec.
+# meerkat_rt.v2.protocol: the Meerkat realtime channel protocol v2 wire codec (Meerkat 0.6.0 to
+# 0.6.4).
 #
-# Builders for every client frame, a validating parser for every server frame, the bootstrap
-# shapes (RealtimeOpenInfo, JSON-RPC and REST errors) and the preformatted audio-input template.
-# Pure logic: no sockets, no hardware. Shapes follow ../shared/reference/meerkat-realtime-v2.md
-# (sections 1 and 3) and the item_id extension of DESIGN.md section 2.
+# Builders for every client frame the device sends, a validating parser for every server frame,
+# the RealtimeOpenInfo bootstrap shape and the preformatted audio-input template. Pure logic: no
+# sockets, no hardware. Shapes follow Meerkat v0.6.2's wire/realtime.rs, plus the item_id
+# extension (item_id, response_id, content_index next to or inside an output_audio_chunk's
+# chunk), which only our development server sends when asked to.
 #
 # Parsing contract: parse_server_frame() returns the decoded frame (a dict, normalised in place)
 # or raises ProtocolError with a reason naming the offending field. Unknown event types, error
@@ -11,12 +13,10 @@
 # where a newer server may add them: their names go to the caller's `report` list so the caller
 # can count them. Reasons and reports never quote field values, so a token cannot leak through
 # an error message.
-#
-# Validation is table-driven: every shape is a tuple of (key, kind[, extra]) entries checked by
-# one function. On a 112 KB heap this is several kilobytes smaller than one function per shape.
 import json
 
-from .compat import IS_MICROPYTHON, const
+from ..compat import const
+from ..shapes import ProtocolError, check as _check_shape, loads
 
 PROTOCOL_VERSION = "2"
 AUDIO_MIME = "audio/pcm"
@@ -75,33 +75,6 @@ ERROR_CODES = (
     "model_not_found",
     "invalid_request",
 )
-
-# JSON-RPC error numbers of the bootstrap (reference section 1.2).
-RPC_PARSE_ERROR = const(-32700)
-RPC_INVALID_REQUEST = const(-32600)
-RPC_METHOD_NOT_FOUND = const(-32601)
-RPC_INVALID_PARAMS = const(-32602)
-RPC_INTERNAL_ERROR = const(-32603)
-RPC_SESSION_NOT_FOUND = const(-32001)
-RPC_CAPABILITY_UNAVAILABLE = const(-32020)
-
-
-class ProtocolError(ValueError):
-    """Input that is not a valid protocol frame. `reason` says what is wrong and where."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class RpcError(Exception):
-    """A JSON-RPC error object, or a REST WireError, returned by the bootstrap endpoint."""
-
-    def __init__(self, code, message, data=None):
-        super().__init__("%s: %s" % (code, message))
-        self.code = code
-        self.message = message
-        self.data = data
 
 
 ########################################################################################
@@ -162,71 +135,13 @@ EVENT_SHAPES = {
     "needs_reattach": "type:s",
 }
 EVENT_TYPES = tuple(EVENT_SHAPES)
-_KIND_WORDS = {
-    "s": "a string",
-    "u": "an integer in 0..2**32-1",
-    "c": "an integer in 0..255",
-    "n": "a non-negative integer",
-    "b": "a boolean",
-    "v": 'the string "2"',
-    "l": "a list of strings",
-    "k": "a list of strings",
-    "e": "one of the known values",
-    "o": "an object",
-}
 _ID_KEYS = ("item_id", "response_id", "content_index")
 _DETAIL_KINDS = ("audio_format_mismatch", "tool_call_timeout", "unsupported_protocol_version")
 
 
 def check(obj, shape, where, report=None):
-    """Validate a decoded JSON object against a shape string (see SHAPES); returns obj."""
-    if type(obj) is not dict:
-        raise ProtocolError("field %s must be an object" % where)
-    fields = shape.split()
-    for field in fields:
-        sep = field.find(":")
-        key = field[:sep]
-        kind = field[sep + 1]
-        if key not in obj:
-            if field[-1] == "?":
-                continue
-            raise ProtocolError("missing field %s.%s" % (where, key))
-        v = obj[key]
-        t = type(v)
-        if kind == "s":
-            ok = t is str
-        elif kind in "ucn":
-            # bool is an int subtype on both runtimes; JSON true is not a number.
-            ok = t is int and v >= 0 and (kind == "n" or v <= (255 if kind == "c" else 0xFFFFFFFF))
-        elif kind == "b":
-            ok = t is bool
-        elif kind == "v":
-            ok = t is str and v == PROTOCOL_VERSION
-        elif kind in "lk":
-            ok = t is list
-            for item in v if ok else ():
-                if type(item) is not str:
-                    ok = False
-                elif kind == "k" and report is not None and item not in _ENUMS[_ref(field)]:
-                    report.append("value:%s.%s" % (where, key))
-        elif kind == "e":
-            ok = t is str and v in _ENUMS[_ref(field)]
-        else:  # "o"
-            ok = t is dict
-            if ok and "=" in field:
-                check(v, SHAPES[_ref(field)], where + "." + key, report)
-        if not ok:
-            raise ProtocolError("field %s.%s must be %s" % (where, key, _KIND_WORDS[kind]))
-    if report is not None:
-        for key in obj:
-            if (" %s:" % key) not in " " + shape:
-                report.append("field:%s.%s" % (where, key))
-    return obj
-
-
-def _ref(field):
-    # "key:o=name?" -> "name"
-    return field[field.find("=") + 1 :].rstrip("?")
+    """Validate a decoded object against a shape string (see SHAPES); returns obj."""
+    return _check_shape(obj, shape, where, report, SHAPES, _ENUMS, PROTOCOL_VERSION)
 
 
 def check_target(target, where="target", report=None):
@@ -283,23 +198,6 @@ def check_server_frame(frame, report=None):
             elif report is not None:
                 report.append("details:" + kind)
     return frame
-
-
-def loads(data, what="frame"):
-    """json.loads of str, bytes or memoryview; ProtocolError when it is not JSON."""
-    if not IS_MICROPYTHON and type(data) is memoryview:
-        data = bytes(data)  # CPython's json takes no memoryview; MicroPython's does, copy-free
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeError):
-        # Both runtimes raise ValueError (CPython's JSONDecodeError subclasses it).
-        raise ProtocolError(what + " is not valid JSON")
-    except RuntimeError:  # RecursionError on CPython, recursion depth on MicroPython
-        raise ProtocolError(what + " is nested too deeply")
-    except MemoryError:
-        # A small message can still expand into more objects than a 112 KB heap holds (deeply
-        # nested arrays). The half-built objects are garbage now; the caller survives.
-        raise ProtocolError(what + " does not fit in memory when decoded")
 
 
 def parse_server_frame(data, report=None):
@@ -363,23 +261,6 @@ def text_input_frame(text):
     return _input({"kind": "text_chunk", "text": text})
 
 
-def video_input_frame(mime_type, data_b64):
-    return _input({"kind": "video_chunk", "mime_type": mime_type, "data": data_b64})
-
-
-def audio_input_frame(data_b64, sample_rate_hz=SAMPLE_RATE_HZ, channels=CHANNELS, mime_type=AUDIO_MIME):
-    """An audio input frame as a str (allocating; for tools and tests). Devices use the template."""
-    return _input(
-        {
-            "kind": "audio_chunk",
-            "mime_type": mime_type,
-            "sample_rate_hz": sample_rate_hz,
-            "channels": channels,
-            "data": data_b64,
-        }
-    )
-
-
 COMMIT_TURN_FRAME = '{"type":"channel.commit_turn"}'
 INTERRUPT_FRAME = '{"type":"channel.interrupt"}'
 CLOSE_FRAME = '{"type":"channel.close"}'
@@ -428,50 +309,8 @@ class AudioInputTemplate:
         return end + len(self.suffix)
 
 
-_DATA_KEY = b'"data"'
-
-
-def data_value_at(buf, start, n):
-    """Where the string value of the first `"data"` key at or after start in buf[:n] begins
-    (just past its opening quote), or -1: no such key, or its value is not (yet) there or not
-    a string. JSON whitespace around the colon is allowed. The downlink uses it on messages
-    still arriving."""
-    k = buf.find(_DATA_KEY, start, n)
-    if k < 0:
-        return -1
-    i = k + len(_DATA_KEY)
-    colon = False
-    while i < n:
-        c = buf[i]
-        if c == 58 and not colon:  # ':'
-            colon = True
-        elif c not in b" \t\r\n":
-            break
-        i += 1
-    if not colon or i >= n or buf[i] != 34:  # '"'
-        return -1
-    return i + 1
-
-
-def find_audio_data(buf, n):
-    """Locate the base64 text of a complete output_audio_chunk message in buf[:n] without
-    copying it. Returns (start, end) of the string contents, or None when buf does not look
-    like exactly one audio chunk. Only a locator: the caller still validates the frame."""
-    if buf.find(b'"output_audio_chunk"', 0, n) < 0:
-        return None
-    k = buf.find(_DATA_KEY, 0, n)
-    if k < 0 or buf.find(_DATA_KEY, k + 1, n) >= 0:
-        return None  # no or several "data" keys: let the full parser decide
-    i = data_value_at(buf, k, n)
-    end = buf.find(b'"', i, n) if i >= 0 else -1
-    if end < 0:
-        return None
-    return i, end
-
-
 ########################################################################################
-# Bootstrap: realtime/open_info, realtime/status, realtime/capabilities over JSON-RPC
-# (TCP JSON lines) or the REST proxy.
+# Bootstrap: realtime/open_info over JSON-RPC (TCP JSON lines) or the REST proxy.
 
 
 def session_target(session_id):
@@ -502,39 +341,16 @@ def open_request_params(target, role="primary", turning_mode="provider_managed",
     return params
 
 
-def rpc_request(request_id, method, params):
-    """One JSON-RPC 2.0 request line, newline included."""
-    return _dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}) + "\n"
-
-
-def parse_rpc_response(data, request_id):
-    """Decode a JSON-RPC response line. Returns the result; raises RpcError for an error object
-    and ProtocolError for anything that is not JSON-RPC; returns None for a notification or a
-    response to another id (the caller reads on)."""
-    msg = loads(data, "bootstrap response")
-    if type(msg) is not dict:
-        raise ProtocolError("bootstrap response is not a JSON object")
-    if msg.get("id") != request_id:
-        return None
-    if "error" in msg:
-        err = msg["error"]
-        if type(err) is not dict or type(err.get("code")) is not int:
-            raise ProtocolError("bootstrap error object is malformed")
-        raise RpcError(err["code"], str(err.get("message", "")), err.get("data"))
-    if "result" not in msg:
-        raise ProtocolError("bootstrap response has neither result nor error")
-    return msg["result"]
-
-
 def parse_wire_error(data):
-    """A REST WireError body {code, category?, message, details?} as an RpcError, else None."""
+    """A REST WireError body {code, category?, message, details?} -> (code, message), else
+    None."""
     try:
         body = loads(data)
     except ProtocolError:
         return None
     if type(body) is not dict or type(body.get("code")) is not str:
         return None
-    return RpcError(body["code"], str(body.get("message", "")), body.get("details"))
+    return body["code"], str(body.get("message", ""))
 
 
 def check_open_info(info, report=None):
@@ -549,11 +365,19 @@ def check_open_info(info, report=None):
     return info
 
 
-def check_status_result(result, report=None):
-    """realtime/status result {status}."""
-    return check(result, "status:o=status", "result", report)["status"]
-
-
-def check_capabilities_result(result, report=None):
-    """realtime/capabilities result {capabilities}."""
-    return check(result, "capabilities:o=capabilities", "result", report)["capabilities"]
+def audio(frame):
+    """The downlink's question: is this frame an audio chunk? None (no), a reason (refused) or
+    (item_id, content_index, response_id) (ids of the extension, None without it)."""
+    if frame.get("type") != "channel.event":
+        return None
+    event = frame["event"]
+    if event.get("type") != "output_audio_chunk":
+        return None
+    chunk = event["chunk"]
+    if not format_matches(chunk):
+        return "output audio is %s, expected audio/pcm @ 24000 Hz / 1 ch" % describe_format(chunk)
+    if chunk["data"]:
+        # The streamed string was another "data" field (an unknown one before the chunk): not
+        # something a Meerkat server sends; refused rather than decoded twice.
+        return "audio chunk with an unexpected second data field"
+    return event.get("item_id"), event.get("content_index", 0), event.get("response_id")

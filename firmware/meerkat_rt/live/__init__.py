@@ -1,0 +1,1 @@
+# meerkat_rt.live: the live surface (Meerkat 0.6.5 and later): codec and backend.

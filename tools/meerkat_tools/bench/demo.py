@@ -170,6 +170,10 @@ def _run(
                 and out["returncode"] == 0
             )
             out["summary"] = summary
+            if not out["completed"]:
+                # It got through the conversation but did not end cleanly: say how it ended.
+                out["failure"] = _failure(dev, "ended in state %s, exit %s, return code %s" % (
+                    (summary or {}).get("state"), dev.exit_reason, out["returncode"]))
         except SimError as exc:
             dev.stop(timeout=5)
             out["failure"] = _failure(dev, str(exc))

@@ -91,14 +91,20 @@ def rpc_open_info(srv, role="primary", mode="provider_managed", policy=None) -> 
     return reply["result"]
 
 
-def rest_post(srv, path: str, body: Any, raw: bytes | None = None, method: str = "POST") -> tuple[int, Any]:
+def rest_post(srv, path: str, body: Any, raw: bytes | None = None, method: str = "POST",
+              content_type: str | None = "application/json") -> tuple[int, Any]:
+    """(status, body): JSON bodies parsed, text/plain bodies as ("text/plain", text)."""
     host, port = srv.rest_url[len("http://") :].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
     try:
         payload = raw if raw is not None else json.dumps(body).encode()
-        conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": content_type} if content_type is not None else {}
+        conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         data = response.read()
+        kind = (response.getheader("Content-Type") or "").split(";")[0]
+        if kind == "text/plain":
+            return response.status, ("text/plain", data.decode())
         return response.status, (json.loads(data) if data else None)
     finally:
         conn.close()

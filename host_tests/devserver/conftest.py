@@ -10,8 +10,8 @@ from meerkat_tools.devserver import DevServer, Faults, ServerOptions
 
 # Fast defaults for tests: no reply latency, unpaced reply audio. Tests that need a reply still
 # streaming when they act use `paced=True`.
-FAST = dict(reply_latency_ms=0, reply_speed=0.0)
-PACED = dict(reply_latency_ms=0, reply_speed=2.0, reply_head_start_ms=200)
+FAST = dict(surface="v2", reply_latency_ms=0, reply_speed=0.0, transcription_latency_ms=0)
+PACED = dict(surface="v2", reply_latency_ms=0, reply_speed=2.0, reply_head_start_ms=200, transcription_latency_ms=0)
 
 
 @pytest.fixture

@@ -60,7 +60,8 @@ def test_ready_line_and_addresses(srv):
     import json
 
     line = json.loads(srv.ready_line())
-    assert list(line) == ["rpc", "rest", "ws_url", "session_id"]
+    assert list(line) == ["surface", "rpc", "rest", "ws_url", "session_id"]
+    assert line["surface"] == "v2"
     assert line["rpc"] == "%s:%d" % srv.rpc_address
     assert line["rest"] == srv.rest_url and line["ws_url"] == srv.ws_url
     assert line["session_id"] == srv.session_id
@@ -100,6 +101,7 @@ def test_jsonl_connection_serves_many_requests_and_matches_ids(srv):
         ("POLICY", -32602),
         ("MOB", -32602),
         ("UNKNOWN_SESSION", -32001),
+        ("NOT_A_UUID", -32602),
     ],
 )
 def test_open_info_errors(srv, params, code):
@@ -113,6 +115,8 @@ def test_open_info_errors(srv, params, code):
     elif params == "MOB":
         params = dict(good, target={"type": "mob_member", "mob_id": "m", "agent_identity": "a"})
     elif params == "UNKNOWN_SESSION":
+        params = dict(good, target={"type": "session_target", "session_id": "019e0000-0000-7000-8000-000000000000"})
+    elif params == "NOT_A_UUID":
         params = dict(good, target={"type": "session_target", "session_id": "019e-nope"})
     client = RpcClient(srv.rpc_address)
     try:
@@ -186,7 +190,7 @@ def test_rest_open_info_status_capabilities(srv):
 @pytest.mark.parametrize(
     "body, http_status, code, category",
     [
-        ({}, 400, "INVALID_PARAMS", "validation"),
+        ("NOT_A_UUID", 400, "INVALID_PARAMS", "validation"),
         ("UNKNOWN_SESSION", 404, "SESSION_NOT_FOUND", "session"),
         ("EXPLICIT", 501, "CAPABILITY_UNAVAILABLE", "capability"),
     ],
@@ -194,6 +198,8 @@ def test_rest_open_info_status_capabilities(srv):
 def test_rest_wire_errors(make_server, body, http_status, code, category):
     srv = make_server(turning_modes=("provider_managed",))
     if body == "UNKNOWN_SESSION":
+        body = dict(open_params(srv), target={"type": "session_target", "session_id": "019e0000-0000-7000-8000-000000000001"})
+    elif body == "NOT_A_UUID":
         body = dict(open_params(srv), target={"type": "session_target", "session_id": "other"})
     elif body == "EXPLICIT":
         body = open_params(srv, mode="explicit_commit")
@@ -204,13 +210,42 @@ def test_rest_wire_errors(make_server, body, http_status, code, category):
     assert set(answer) <= {"code", "category", "message", "details"}
 
 
-def test_rest_routes_methods_and_bad_json(srv):
-    status, _ = rest_post(srv, "/realtime/open_info", None, raw=b"{oops")
-    assert status == 400
+def test_rest_routes_and_methods(srv):
     status, _ = rest_post(srv, "/realtime/open_info", None, raw=b"", method="GET")
     assert status == 405
     status, _ = rest_post(srv, "/realtime/nothing", {})
     assert status == 404
+
+
+@pytest.mark.parametrize(
+    "raw, content_type, http_status, prefix",
+    [
+        (b"{oops", "application/json", 400, "Failed to parse the request body as JSON: "),
+        (b"{}", "application/json", 422, "Failed to deserialize the JSON body into the target type: "),
+        (b'{"target":{"type":"session_target","session_id":"x"},"role":"boss","turning_mode":"provider_managed"}',
+         "application/json", 422, "Failed to deserialize the JSON body into the target type: "),
+        (b"{}", None, 415, "Expected request with `Content-Type: application/json`"),
+        (b"{}", "text/plain", 415, "Expected request with `Content-Type: application/json`"),
+    ],
+)
+def test_rest_body_is_checked_before_any_rpc_call(srv, raw, content_type, http_status, prefix):
+    """Corrections 6: axum's Json extractor answers bad bodies itself, in text/plain, and the
+    RPC host never sees them."""
+    before = len(srv.rpc_calls())
+    status, answer = rest_post(srv, "/realtime/open_info", None, raw=raw, content_type=content_type)
+    assert status == http_status
+    assert answer[0] == "text/plain" and answer[1].startswith(prefix)
+    assert len(srv.rpc_calls()) == before
+
+
+def test_rest_forwards_the_typed_request(srv):
+    body = dict(open_params(srv), unknown_field="dropped")
+    status, info = rest_post(srv, "/realtime/open_info", body, content_type="application/json; charset=utf-8")
+    assert status == 200 and info["open_token"]
+    forwarded = srv.rpc_calls("realtime/open_info")[-1]["request"]
+    assert forwarded["id"] == 1
+    assert "unknown_field" not in forwarded["params"]
+    assert forwarded["params"]["target"] == target(srv)
 
 
 def test_rest_rpc_unreachable_is_502(make_server):
@@ -218,3 +253,60 @@ def test_rest_rpc_unreachable_is_502(make_server):
     status, body = rest_post(srv, "/realtime/open_info", open_params(srv))
     assert status == 502
     assert body["code"] == "PROVIDER_ERROR" and body["category"] == "provider"
+
+
+# -- check order (corrections 6) ------------------------------------------------------------------
+
+
+def rpc_error(srv, method: str, params) -> dict:
+    client = RpcClient(srv.rpc_address)
+    try:
+        reply = client.request(method, params)
+    finally:
+        client.close()
+    assert "result" not in reply, reply
+    return reply["error"]
+
+
+@pytest.mark.parametrize(
+    "params, code, message",
+    [
+        (None, -32602, "missing params"),
+        ({}, -32602, "missing target"),
+        ([1], -32602, "missing target"),
+        ({"target": {}}, -32602, "missing target.type"),
+        ({"target": {"type": "session_target"}}, -32602, "missing target.session_id"),
+        ({"target": {"type": "robot"}}, -32602, "unsupported target.type 'robot'"),
+    ],
+)
+@pytest.mark.parametrize("method", ["realtime/open_info", "realtime/status", "realtime/capabilities"])
+def test_structural_target_errors(srv, method, params, code, message):
+    assert rpc_error(srv, method, params) == {"code": code, "message": message}
+
+
+def test_non_uuid_session_is_invalid_params_from_session_id_parse(srv):
+    error = rpc_error(srv, "realtime/open_info", {"target": {"type": "session_target", "session_id": "nope"},
+                                                  "role": "primary", "turning_mode": "provider_managed"})
+    assert error["code"] == -32602 and error["message"].startswith("invalid character")
+
+
+def test_session_is_checked_before_typed_params(srv):
+    unknown = {"type": "session_target", "session_id": "019e0000-0000-7000-8000-000000000002"}
+    # A bad role with an unknown session: the session error wins.
+    error = rpc_error(srv, "realtime/open_info", {"target": unknown, "role": "boss", "turning_mode": "x"})
+    assert error == {"code": -32001, "message": f"Session not found: {unknown['session_id']}"}
+    # With the right session the typed parse fails next.
+    error = rpc_error(srv, "realtime/open_info", {"target": target(srv), "role": "boss",
+                                                  "turning_mode": "provider_managed"})
+    assert error["code"] == -32602 and error["message"].startswith("Invalid params: unknown variant `boss`")
+    error = rpc_error(srv, "realtime/open_info", {"target": target(srv), "role": "primary"})
+    assert error["code"] == -32602 and error["message"] == "Invalid params: missing field `turning_mode`"
+
+
+def test_rpc_calls_are_recorded(srv):
+    rpc_open_info(srv)
+    calls = srv.rpc_calls("realtime/open_info")
+    assert len(calls) == 1
+    assert calls[0]["request"]["method"] == "realtime/open_info"
+    assert calls[0]["response"]["result"]["open_token"]
+    assert calls[0]["t"] <= calls[0]["t_done"]

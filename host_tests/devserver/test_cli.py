@@ -38,11 +38,13 @@ def start(*args: str) -> subprocess.Popen:
 
 
 def test_command_answers_a_client(tmp_path):
-    proc = start("--record", str(tmp_path), "--reply-speed", "0", "--reply-latency-ms", "0", "--token-ttl", "30")
+    proc = start("--surface", "v2", "--record", str(tmp_path), "--reply-speed", "0", "--reply-latency-ms", "0",
+                 "--token-ttl", "30")
     try:
         line = proc.stdout.readline()
         ready = json.loads(line)
-        assert list(ready) == ["rpc", "rest", "ws_url", "session_id"]
+        assert list(ready) == ["surface", "rpc", "rest", "ws_url", "session_id"]
+        assert ready["surface"] == "v2"
         assert ready["rest"].startswith("http://127.0.0.1:")
         assert ready["ws_url"].startswith("ws://127.0.0.1:") and ready["ws_url"].endswith("/realtime/ws")
         host, port = ready["rpc"].rsplit(":", 1)
@@ -70,6 +72,8 @@ def test_command_answers_a_client(tmp_path):
     assert (tmp_path / "frames.jsonl").read_text().count("\n") == 4
     with wave.open(str(tmp_path / "input.wav"), "rb") as wav:
         assert wav.getnframes() == 960
+    rpc_lines = [json.loads(line) for line in (tmp_path / "rpc.jsonl").read_text().splitlines()]
+    assert [entry["method"] for entry in rpc_lines] == ["realtime/open_info"]
 
 
 @pytest.mark.parametrize(

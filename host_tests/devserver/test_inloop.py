@@ -12,7 +12,7 @@ from ._client import connect
 
 def test_start_until_stop_in_a_running_loop():
     async def main() -> None:
-        srv = DevServer(ServerOptions(reply_latency_ms=0, reply_speed=0.0))
+        srv = DevServer(ServerOptions(surface="v2", reply_latency_ms=0, reply_speed=0.0))
         await srv.start()
         try:
             info = srv.open_info()  # callable from the loop thread too

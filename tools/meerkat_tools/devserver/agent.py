@@ -1,65 +1,34 @@
-"""The scripted voice agent behind a primary channel (the stand-in for the OpenAI session).
+"""The scripted agent: what the fake model says, and the records of what it generated.
 
-Turns: in `provider_managed` an energy VAD on the received PCM gives `turn_started` at speech
-onset and commits after trailing silence; text input is a whole turn at once; in
-`explicit_commit` input is staged until `channel.commit_turn`. A committed turn gets
-deterministic input transcripts ("heard 1.8 s of audio") and a reply: `output_text_delta`
-pieces spread over `output_audio_chunk` events streamed faster than real time, then
-`turn_completed`.
-
-Preemption (reference 5.3): the response is Preemptible once output has started; then any input
-cancels it (`interrupted`, no `turn_completed`) before the input is processed as the start of
-the next turn. Input that arrives before output starts is staged for the next turn.
-
-Truncation (reference 9.2): a known item and `audio_played_ms` <= the audio already generated
-for it gives `assistant_transcript_truncated`; anything else is the fatal `invalid_request`
-OpenAI would send, which the channel turns into error + closed + dropped socket.
+The agent decides the content of each reply (the reply audio and its transcript, or a tool call
+first), what the model "heard" (a deterministic transcript of the user's turn), and mints the
+provider's ids. It knows nothing about either wire surface: `provider.py` turns its decisions
+into OpenAI-like events, and the surface adapters project those.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import itertools
-import logging
-import time
+import random
+import string
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from . import wire
-from .audio import ReplyAudio, chunk_plan, text_deltas
+from .audio import ReplyAudio
 from .options import ServerOptions
-from .vad import EnergyVad
-from .ws import ConnectionLost
 
-log = logging.getLogger("meerkat_devserver.agent")
-
-IDLE, RESPONDING, PREEMPTIBLE = "idle", "responding", "preemptible"
-MIN_COMMIT_MS = 100
-
-
-class AgentError(Exception):
-    """A recoverable error: `channel.error` and the channel carries on."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class AgentFatal(AgentError):
-    """A provider event-stream error: the channel ends (error, closed{code}, dropped socket)."""
+_ALNUM = string.ascii_letters + string.digits
 
 
 @dataclass
 class ReplyItem:
-    """One assistant audio item, as the server generated it."""
+    """One assistant audio item, as the fake model generated it."""
 
     item_id: str
     response_id: str
-    channel: int
+    channel: int | str  # v2: connection number; live: channel_id
     text: str
     total_bytes: int
-    sent_bytes: int = 0  # audio generated (counted before each chunk is written)
+    sent_bytes: int = 0  # audio generated so far (what OpenAI would truncate against)
     text_sent: str = ""
     state: str = "streaming"  # streaming, completed, interrupted, abandoned
     truncated_ms: int | None = None
@@ -92,245 +61,81 @@ class ReplyItem:
 
 
 class IdSource:
-    """item_<n> / resp_<n>, unique for the server's lifetime."""
+    """Provider ids for the server's lifetime. "openai" style looks like OpenAI's
+    (`item_` + 21 letters and digits, drawn from a seeded generator), so clients meet ids of
+    the real length; "short" style (`item_1`, `resp_1`, ...) reads better in a debugger."""
 
-    def __init__(self) -> None:
-        self._n = itertools.count(1)
+    def __init__(self, style: str = "openai", seed: int = 1):
+        self.style = style
+        self._rng = random.Random(seed * 104729 + 17)
+        self._counts: dict[str, int] = {}
 
-    def next(self) -> tuple[int, str, str]:
-        n = next(self._n)
-        return n, f"item_{n}", f"resp_{n}"
+    def _next(self, prefix: str, length: int) -> str:
+        n = self._counts.get(prefix, 0) + 1
+        self._counts[prefix] = n
+        if self.style == "short":
+            return f"{prefix}_{n}"
+        return prefix + "_" + "".join(self._rng.choice(_ALNUM) for _ in range(length))
+
+    def item(self) -> str:
+        return self._next("item", 21)
+
+    def response(self) -> str:
+        return self._next("resp", 21)
+
+    def call(self) -> str:
+        return self._next("call", 16)
+
+    def event(self) -> str:
+        return self._next("event", 21)
+
+    def synthetic_text_item(self) -> str:
+        """Meerkat's own id for a typed user item (`mk_text_` + 24 hex-ish characters)."""
+        n = self._counts.get("mk_text", 0) + 1
+        self._counts["mk_text"] = n
+        if self.style == "short":
+            return f"mk_text_{n}"
+        return "mk_text_" + "".join(self._rng.choice("0123456789abcdef") for _ in range(24))
 
 
-def overshoot(generated_ms: int, requested_ms: int) -> AgentFatal:
-    return AgentFatal(
-        "invalid_request",
-        f"{wire.EVENT_PUMP_PREFIX}Audio content of {generated_ms}ms is already shorter than "
-        f"{requested_ms}ms",
-    )
+@dataclass(frozen=True)
+class ReplyPlan:
+    """What the next response is: spoken audio with its transcript, or a tool call."""
+
+    kind: str  # "audio" or "tool"
+    text: str = ""
+    pcm: bytes = b""
+    tool_name: str = ""
+    arguments: str = "{}"
 
 
-class VoiceAgent:
-    def __init__(
-        self,
-        channel: int,
-        mode: str,
-        options: ServerOptions,
-        reply: ReplyAudio,
-        ids: IdSource,
-        registry: dict[str, ReplyItem],
-        emit: Callable[[dict], Awaitable[None]],
-    ):
-        self.channel = channel
-        self.mode = mode
+class ScriptedAgent:
+    """The fake model's behaviour, shared by every channel of a server: reply N is the reply
+    audio, unless the tool script says this reply calls the tool first."""
+
+    def __init__(self, options: ServerOptions, reply: ReplyAudio):
         self.options = options
         self.reply = reply
-        self.ids = ids
-        self.registry = registry
-        self.emit = emit
-        self.phase = IDLE
-        self.pending_input = False  # input submitted and no turn completed since
-        self.vad = EnergyVad(
-            threshold_dbfs=options.vad_threshold_dbfs,
-            onset_ms=options.vad_onset_ms,
-            silence_ms=options.vad_silence_ms,
-        )
-        self._known: dict[str, ReplyItem] = {}  # items this provider session can truncate
-        self._staged_bytes = 0  # explicit_commit: audio staged since the last commit
-        self._staged_text: list[str] = []
-        self._task: asyncio.Task | None = None
-        self._item: ReplyItem | None = None
+        self.replies = 0  # user turns answered so far (server-wide)
 
-    # -- input ----------------------------------------------------------------------------
+    def plan(self, user_text: str | None, continuation: bool) -> ReplyPlan:
+        """The response to a user turn (`continuation`: the response after a tool result)."""
+        if not continuation:
+            self.replies += 1
+            if self._calls_tool(user_text):
+                return ReplyPlan(
+                    "tool", tool_name=self.options.tool_name, arguments=self.options.tool_arguments
+                )
+        return ReplyPlan("audio", text=self.reply.text, pcm=self.reply.pcm)
 
-    async def preempt_if_needed(self) -> None:
-        """Any input while output is under way cancels the response first (section 5.3)."""
-        if self.phase == PREEMPTIBLE:
-            await self._cancel_reply(announce=True)
-
-    async def input_audio(self, pcm: bytes) -> None:
-        self.pending_input = True
-        if self.mode == "explicit_commit":
-            self._staged_bytes += len(pcm)
-            return
-        for event in self.vad.feed(pcm):
-            if event.kind == "start":
-                # Speech over a response that has not started output yet cancels it, as
-                # OpenAI's server VAD does (interrupt_response); reference 7.4.
-                await self._cancel_reply(announce=True)
-                await self.emit({"type": "turn_started"})
-            else:
-                speech_ms = (event.sample - self.vad.speech_start) * 1000 // wire.SAMPLE_RATE_HZ
-                await self._commit(heard_text(speech_ms))
-
-    async def input_text(self, text: str) -> None:
-        self.pending_input = True
-        if self.mode == "explicit_commit":
-            self._staged_text.append(text)
-            return
-        await self._cancel_reply(announce=True)
-        await self.emit({"type": "turn_started"})
-        await self.emit({"type": "input_transcript_partial", "text": text})
-        await self.emit({"type": "input_transcript_final", "text": text})
-        await self.emit({"type": "turn_committed"})
-        self._start_reply(None)
-
-    async def commit(self) -> None:
-        """channel.commit_turn in explicit_commit mode (the channel checked the mode)."""
-        staged_ms = self._staged_bytes / wire.BYTES_PER_MS
-        if not self._staged_bytes and not self._staged_text:
-            raise AgentError("invalid_request", wire.MSG_NO_STAGED_INPUT)
-        if self._staged_bytes and staged_ms < MIN_COMMIT_MS:
-            # OpenAI rejects the commit on its event stream, which ends the channel.
-            raise AgentFatal(
-                "invalid_request",
-                f"{wire.EVENT_PUMP_PREFIX}Error committing input audio buffer: buffer too small. "
-                f"Expected at least 100ms of audio, but buffer only has {staged_ms:.2f}ms of audio.",
-            )
-        parts = list(self._staged_text)
-        if self._staged_bytes:
-            parts.append(heard_text(int(staged_ms)))
-        self._staged_bytes = 0
-        self._staged_text = []
-        await self._commit(" ".join(parts))
-
-    async def interrupt(self) -> None:
-        """channel.interrupt: cancel an active response; a silent no-op when idle."""
-        await self._cancel_reply(announce=True)
-
-    async def truncate(self, item_id: str, content_index: int, audio_played_ms: int) -> None:
-        item = self._known.get(item_id)
-        if item is None or content_index != 0:
-            raise overshoot(0, audio_played_ms)
-        available = item.sent_ms
-        if item.truncated_ms is not None:
-            available = min(available, item.truncated_ms)
-        if audio_played_ms > available:
-            raise overshoot(available, audio_played_ms)
-        item.truncated_ms = audio_played_ms
-        cut = len(item.text) * audio_played_ms // max(1, item.total_ms)
-        await self.emit(
-            {
-                "type": "assistant_transcript_truncated",
-                "item_id": item_id,
-                "audio_played_ms": audio_played_ms,
-                "truncated_text": item.text[:cut],
-            }
-        )
-
-    # -- provider session lifecycle -------------------------------------------------------
-
-    async def reset(self) -> None:
-        """The provider session was lost: the response dies silently, staged input and item
-        ids of the old session are gone (a new OpenAI session knows none of them)."""
-        await self._cancel_reply(announce=False, state="abandoned")
-        self.vad.reset()
-        self._staged_bytes = 0
-        self._staged_text = []
-        self._known.clear()
-        self.pending_input = False
-
-    async def close(self) -> None:
-        await self._cancel_reply(announce=False, state="abandoned")
-
-    # -- the response ---------------------------------------------------------------------
-
-    async def _commit(self, transcript: str) -> None:
-        await self._cancel_reply(announce=True)
-        await self.emit({"type": "turn_committed"})
-        self._start_reply(transcript)
-
-    def _start_reply(self, transcript: str | None) -> None:
-        self.phase = RESPONDING
-        self._task = asyncio.create_task(self._respond(transcript))
-
-    async def _cancel_reply(self, announce: bool, state: str = "interrupted") -> None:
-        task, self._task = self._task, None
-        if task is None or task.done():
-            self.phase = IDLE
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        if self._item is not None and self._item.state == "streaming":
-            self._item.state = state
-        self._item = None
-        self.phase = IDLE
-        if announce:
-            await self.emit({"type": "interrupted"})
-
-    async def _respond(self, transcript: str | None) -> None:
-        try:
-            if transcript is not None:
-                for piece in text_deltas(transcript):
-                    await self.emit({"type": "input_transcript_partial", "text": piece})
-                await self.emit({"type": "input_transcript_final", "text": transcript})
-            if self.options.reply_latency_ms > 0:
-                await asyncio.sleep(self.options.reply_latency_ms / 1000)
-            await self._stream_reply()
-            await self.emit({"type": "turn_completed"})
-            self.pending_input = False
-            self.phase = IDLE
-            self._task = None
-        except ConnectionLost:
-            self.phase = IDLE
-        except Exception:
-            log.exception("reply failed")
-            raise
-
-    async def _stream_reply(self) -> None:
-        n, item_id, response_id = self.ids.next()
-        pcm, text = self.reply.pcm, self.reply.text
-        item = ReplyItem(item_id, response_id, self.channel, text, len(pcm))
-        self.registry[item_id] = item
-        self._known[item_id] = item
-        self._item = item
+    def _calls_tool(self, user_text: str | None) -> bool:
         opts = self.options
-        plan = chunk_plan(len(pcm), opts.chunk_min_ms, opts.chunk_max_ms, opts.seed * 7919 + n)
-        deltas = text_deltas(text)
-        next_delta = 0
-        total_ms = max(1, item.total_ms)
-        started = time.monotonic()
-        self.phase = PREEMPTIBLE  # output starts with the first frame below
-        for offset, length in plan:
-            if opts.reply_speed > 0:
-                # Faster than real time but paced: send while the audio sent stays below
-                # elapsed * speed + head start.
-                due = (item.sent_ms - opts.reply_head_start_ms) / opts.reply_speed / 1000
-                wait = due - (time.monotonic() - started)
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            end_ms = (offset + length) // wire.BYTES_PER_MS
-            while next_delta < len(deltas) and next_delta * total_ms <= end_ms * len(deltas):
-                await self._text_delta(item, deltas[next_delta])
-                next_delta += 1
-            item.sent_bytes += length
-            item.chunks += 1
-            item.chunk_ms.append(length // wire.BYTES_PER_MS)
-            await self.emit(self._audio_event(item, pcm[offset : offset + length]))
-        while next_delta < len(deltas):
-            await self._text_delta(item, deltas[next_delta])
-            next_delta += 1
-        item.state = "completed"
-        self._item = None
-
-    async def _text_delta(self, item: ReplyItem, delta: str) -> None:
-        item.text_sent += delta
-        await self.emit({"type": "output_text_delta", "delta": delta})
-
-    def _audio_event(self, item: ReplyItem, pcm: bytes) -> dict:
-        event: dict = {"type": "output_audio_chunk"}
-        if self.options.item_ids:
-            event["item_id"] = item.item_id
-            event["response_id"] = item.response_id
-            event["content_index"] = 0
-        chunk = wire.audio_format()
-        chunk["data"] = base64.b64encode(pcm).decode("ascii")
-        event["chunk"] = chunk
-        return event
+        if opts.tool_call_every > 0 and self.replies % opts.tool_call_every == 0:
+            return True
+        trigger = opts.tool_trigger
+        return bool(trigger) and user_text is not None and trigger.lower() in user_text.lower()
 
 
 def heard_text(ms: int) -> str:
+    """The transcript the fake model makes of an audio turn."""
     return f"heard {ms / 1000:.1f} s of audio"

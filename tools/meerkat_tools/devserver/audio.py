@@ -76,14 +76,52 @@ def load_reply(wav_path: str | Path | None, text: str | None) -> ReplyAudio:
     return ReplyAudio(generated_voice(), text or GENERIC_REPLY_TEXT, "generated")
 
 
-def chunk_plan(total_bytes: int, min_ms: int, max_ms: int, seed: int) -> list[tuple[int, int]]:
-    """[(offset, length)] byte slices of the reply, durations drawn from a seeded generator
-    (OpenAI's audio deltas vary in size too); the last piece is what remains."""
+# The default cut of assistant audio into output chunks. OpenAI's `response.output_audio.delta`
+# sizes are not documented and Meerkat forwards each delta unchanged (reference: corrections 5),
+# so a client must take any size: most chunks are short, but a good share are 0.5-2 s long
+# (48-192 KB of PCM, 64-256 KB of base64), well beyond a "200 ms at most" assumption.
+DEFAULT_CHUNK_PROFILE = "40-240:0.6,500-2000:0.4"
+
+
+@dataclass(frozen=True)
+class ChunkBand:
+    min_ms: int
+    max_ms: int
+    weight: float
+
+
+def parse_chunk_profile(text: str) -> tuple[ChunkBand, ...]:
+    """"MIN-MAX[:WEIGHT],..." (ms, relative weights, default 1) -> bands; ValueError if bad."""
+    bands = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        span, _, weight = part.partition(":")
+        lo, _, hi = span.partition("-")
+        try:
+            band = ChunkBand(int(lo), int(hi or lo), float(weight) if weight else 1.0)
+        except ValueError:
+            raise ValueError(f"chunk profile {text!r}: use MIN-MAX[:WEIGHT],... in ms") from None
+        if not 1 <= band.min_ms <= band.max_ms or band.weight <= 0:
+            raise ValueError(f"chunk profile {text!r}: need 1 <= MIN <= MAX and WEIGHT > 0")
+        bands.append(band)
+    if not bands:
+        raise ValueError("chunk profile is empty")
+    return tuple(bands)
+
+
+def chunk_plan(total_bytes: int, bands: tuple[ChunkBand, ...], seed: int) -> list[tuple[int, int]]:
+    """[(offset, length)] byte slices of the reply: each chunk's band is drawn by weight, its
+    duration uniformly within the band, from a seeded generator (the same seed gives the same
+    cut); the last piece is what remains."""
     rng = random.Random(seed)
+    weights = [b.weight for b in bands]
     plan = []
     offset = 0
     while offset < total_bytes:
-        length = min(rng.randint(min_ms, max_ms) * wire.BYTES_PER_MS, total_bytes - offset)
+        band = rng.choices(bands, weights)[0]
+        length = min(rng.randint(band.min_ms, band.max_ms) * wire.BYTES_PER_MS, total_bytes - offset)
         plan.append((offset, length))
         offset += length
     return plan

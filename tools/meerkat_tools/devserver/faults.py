@@ -2,9 +2,10 @@
 
 `Faults` is a plain mutable object: set fields at start-up (options, CLI flags) or at run time
 (`srv.faults.drop_after_frames = 5`). Timed faults count seconds from the moment a primary
-channel's `channel.opened` was sent. A fault fires once and then disarms itself unless `repeat`
-is set, so a client that reconnects after a dropped socket meets a healthy server; with
-`repeat` every new connection meets the fault again.
+channel's `channel.opened` was sent (v2) or its `ready` observation (live). A fault fires
+once and then disarms itself unless `repeat` is set, so a client that reconnects after a
+dropped socket meets a healthy server; with `repeat` every new connection meets the fault
+again.
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ from dataclasses import dataclass, field
 
 from . import wire
 
-# What `inject(kind)` can send (reference: none of these are real-server behaviour; they
-# exercise the client's parser and limits).
+# What `inject(kind)` can send (none of these is real-server behaviour; they exercise the
+# client's parser and limits). Each has a v2 and a live form.
 INJECT_KINDS = (
     "malformed",  # a text frame that is not JSON
     "oversized",  # a valid JSON text frame of `size` bytes (default 1 MiB)
-    "unknown_event",  # channel.event with an event type no client knows
-    "unknown_frame",  # a server frame type no client knows
-    "binary",  # a binary WebSocket message (the real server never sends one)
+    "oversized_audio",  # a valid audio chunk frame of about `size` bytes (silence)
+    "unknown_event",  # v2: channel.event of an unknown type; live: an unknown observation
+    "unknown_frame",  # v2: an unknown frame type; live: JSON with neither observation nor error
+    "unknown_observation",  # live: {"observation":"devserver_unknown"} (v2: as unknown_event)
+    "unknown",  # live: the real {"observation":"unknown","debug":...} floor (v2: as unknown_event)
+    "unknown_fields",  # a known status frame with extra unknown fields
+    "binary",  # a binary WebSocket message (the real servers never send one)
     "bad_ws_frame",  # raw bytes that break RFC 6455 (reserved opcode 0x3)
 )
 DROP_MODES = ("reset", "close", "silent")
+TOKEN_FAULTS = ("expire", "consume")
 DEFAULT_OVERSIZED = 1 << 20
 
 
@@ -57,7 +63,23 @@ class Faults:
     # Stop reading the primary's socket at `pause_reading_at` for `pause_reading_for` seconds.
     pause_reading_at: float | None = None
     pause_reading_for: float = 0.0
-    # Bootstrap failure: (json-rpc code, message) answered to every realtime/open_info.
+    # The provider's event stream ends cleanly this many seconds after the channel opened
+    # (v2: reconnect or a channel left without provider; live: status_changed{closed}, drop).
+    provider_close_at: float | None = None
+    # The scripted tool never completes: it holds the call (and on v2 the socket loop) for
+    # `tool_hang_for` seconds, whatever the tool timeout (the client must give up).
+    tool_hang: bool = False
+    tool_hang_for: float = 3600.0
+    # live: hold the first `ready` observation back this many seconds after admission.
+    ready_delay: float = 0.0
+    # live: the next token minted is already "expire"d or "consume"d when presented.
+    token_fault: str | None = None
+    # Every server frame gains unknown fields (clients must ignore them).
+    unknown_fields: bool = False
+    # live: the next N input frames are refused with command_rejected input_backpressured.
+    backpressure_inputs: int = 0
+    # Bootstrap failure: (json-rpc code, message) answered to every open (realtime/open_info,
+    # live/open, mob/member_live_open).
     bootstrap_error: tuple[int, str] | None = None
     # The REST proxy behaves as if rkat-rpc were unreachable (502 PROVIDER_ERROR).
     rest_rpc_unreachable: bool = False
@@ -79,6 +101,8 @@ class Faults:
         for _, kind in self.inject_at:
             if kind not in INJECT_KINDS:
                 raise ValueError(f"inject kind must be one of {INJECT_KINDS}, not {kind!r}")
+        if self.token_fault is not None and self.token_fault not in TOKEN_FAULTS:
+            raise ValueError(f"token_fault must be one of {TOKEN_FAULTS}")
 
     def consume(self, name: str) -> None:
         """A fault fired: disarm it unless faults repeat."""
@@ -92,27 +116,66 @@ class Faults:
             self.pause_reading_at = None
         elif name == "open_delay":
             self.open_delay = 0.0
+        elif name == "ready_delay":
+            self.ready_delay = 0.0
+        elif name == "backpressure_inputs":
+            self.backpressure_inputs = max(0, self.backpressure_inputs - 1)
         else:
             setattr(self, name, None)
 
 
-def injected_payload(kind: str, size: int | None = None) -> tuple[str, bytes]:
+def injected_payload(kind: str, size: int | None = None, surface: str = "v2",
+                     ids: dict | None = None) -> tuple[str, bytes]:
     """(how to send, payload) for an injected frame: how is "text", "binary" or "raw"."""
+    live = surface == "live"
+    total = DEFAULT_OVERSIZED if size is None else size
     if kind == "malformed":
+        if live:
+            return "text", b'{"observation":"assistant_transcript_delta","delta":'
         return "text", b'{"type":"channel.event","event":{"type":"output_text_delta","delta":'
-    if kind == "unknown_event":
-        frame = wire.event_frame({"type": "devserver_unknown_event", "note": "ignore me"})
+    if kind in ("unknown_event", "unknown_observation", "unknown"):
+        if not live:
+            frame = wire.event_frame({"type": "devserver_unknown_event", "note": "ignore me"})
+        elif kind == "unknown":
+            frame = {"observation": "unknown", "debug": "devserver_injected_variant"}
+        else:
+            frame = {"observation": "devserver_unknown", "note": "ignore me"}
         return "text", wire.dumps(frame).encode()
     if kind == "unknown_frame":
+        if live:
+            return "text", wire.dumps({"devserver": "neither an observation nor an error"}).encode()
         return "text", wire.dumps({"type": "channel.devserver_unknown", "note": "ignore me"}).encode()
+    if kind == "unknown_fields":
+        if live:
+            frame = {"observation": "status_changed", "status": {"status": "ready", "devserver_extra": 1},
+                     "devserver_extra": {"nested": [1, 2]}}
+        else:
+            frame = {"type": "channel.status", "status": dict(wire.status_ready(), devserver_extra=1),
+                     "devserver_extra": {"nested": [1, 2]}}
+        return "text", wire.dumps(frame).encode()
     if kind == "binary":
         return "binary", base64.b64decode("3q2+7wABAgM=")
     if kind == "bad_ws_frame":
         return "raw", b"\x83\x00"
     if kind == "oversized":
-        total = DEFAULT_OVERSIZED if size is None else size
-        head = '{"type":"channel.event","event":{"type":"devserver_padding","padding":"'
-        tail = '"}}'
+        if live:
+            head = '{"observation":"devserver_padding","padding":"'
+            tail = '"}'
+        else:
+            head = '{"type":"channel.event","event":{"type":"devserver_padding","padding":"'
+            tail = '"}}'
         pad = max(0, total - len(head) - len(tail))
         return "text", (head + "x" * pad + tail).encode()
+    if kind == "oversized_audio":
+        ids = ids or {"response_id": "resp_devserver_oversized", "item_id": "item_devserver_oversized",
+                      "content_index": 0}
+        pcm_bytes = max(6, (total - 200) * 3 // 4 // 6 * 6)  # base64 grows by 4/3
+        data = base64.b64encode(bytes(pcm_bytes)).decode("ascii")
+        if live:
+            frame = {"observation": "assistant_audio_chunk", "data": data, "sample_rate_hz": 24000,
+                     "channels": 1, **ids}
+        else:
+            chunk = dict(wire.audio_format(), data=data)
+            frame = wire.event_frame({"type": "output_audio_chunk", "chunk": chunk})
+        return "text", wire.dumps(frame).encode()
     raise ValueError(f"unknown inject kind {kind!r}; one of {INJECT_KINDS}")

@@ -1,9 +1,11 @@
 """What the server received and sent, in memory for tests and on disk with `--record DIR`.
 
 On disk: `frames.jsonl` (every client message with its receive time), `sent.jsonl` (every server
-frame), `input.wav` (the input audio the provider accepted, all channels in arrival order,
-24 kHz mono PCM16). In memory: the same lists, plus waiting helpers so tests block on a
-condition with a timeout instead of sleeping. The loop thread writes; any thread may read.
+frame), `rpc.jsonl` (every JSON-RPC request with its response), `input.wav` (the input audio
+the provider accepted, all channels in arrival order, 24 kHz mono PCM16). In memory: the same
+lists, plus waiting helpers so tests block on a condition with a timeout instead of sleeping.
+Channels are keyed by their v2 connection number (int) or their live channel_id (str). The
+loop thread writes; any thread may read.
 """
 
 from __future__ import annotations
@@ -25,19 +27,21 @@ class Recorder:
         self._cond = threading.Condition(threading.RLock())
         self._received: deque[dict] = deque(maxlen=keep)
         self._sent: deque[dict] = deque(maxlen=keep)
-        self._pcm: dict[int, bytearray] = {}
+        self._rpc: deque[dict] = deque(maxlen=keep)
+        self._pcm: dict[int | str, bytearray] = {}
         self._pcm_all = bytearray()
         self._hooks: list[Callable[[dict], None]] = []
         self._waiters: set[asyncio.Event] = set()
         self.loop_thread: int | None = None
         self._version = 0  # bumped on every change; waiters re-check when it moves
         self.dir = Path(record_dir) if record_dir is not None else None
-        self._frames_file = self._sent_file = None
+        self._frames_file = self._sent_file = self._rpc_file = None
         self._wav: wave.Wave_write | None = None
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._frames_file = open(self.dir / "frames.jsonl", "a", encoding="utf-8")
             self._sent_file = open(self.dir / "sent.jsonl", "a", encoding="utf-8")
+            self._rpc_file = open(self.dir / "rpc.jsonl", "a", encoding="utf-8")
             self._wav = wave.open(str(self.dir / "input.wav"), "wb")
             self._wav.setnchannels(wire.CHANNELS)
             self._wav.setsampwidth(2)
@@ -45,7 +49,7 @@ class Recorder:
 
     # -- writing (loop thread) ----------------------------------------------------------
 
-    def received(self, channel: int, kind: str, data: bytes) -> dict:
+    def received(self, channel: int | str, kind: str, data: bytes) -> dict:
         entry: dict[str, Any] = {"t": time.monotonic(), "channel": channel, "kind": kind}
         if kind == "text":
             try:
@@ -67,7 +71,7 @@ class Recorder:
         self._notify(entry)
         return entry
 
-    def sent(self, channel: int, frame: Any, kind: str = "text") -> None:
+    def sent(self, channel: int | str, frame: Any, kind: str = "text") -> None:
         entry = {"t": time.monotonic(), "channel": channel, "kind": kind, "frame": frame}
         with self._cond:
             self._sent.append(entry)
@@ -76,7 +80,17 @@ class Recorder:
                 self._sent_file.flush()
         self._notify(None)
 
-    def audio(self, channel: int, pcm: bytes) -> None:
+    def rpc(self, method: str, request: Any, response: Any, started: float) -> None:
+        entry = {"t": started, "t_done": time.monotonic(), "method": method, "request": request,
+                 "response": response}
+        with self._cond:
+            self._rpc.append(entry)
+            if self._rpc_file is not None:
+                self._rpc_file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+                self._rpc_file.flush()
+        self._notify(None)
+
+    def audio(self, channel: int | str, pcm: bytes) -> None:
         with self._cond:
             self._pcm.setdefault(channel, bytearray()).extend(pcm)
             self._pcm_all.extend(pcm)
@@ -100,24 +114,28 @@ class Recorder:
 
     def close(self) -> None:
         with self._cond:
-            for f in (self._frames_file, self._sent_file):
+            for f in (self._frames_file, self._sent_file, self._rpc_file):
                 if f is not None:
                     f.close()
             if self._wav is not None:
                 self._wav.close()
-            self._frames_file = self._sent_file = self._wav = None
+            self._frames_file = self._sent_file = self._rpc_file = self._wav = None
 
     # -- reading (any thread) -----------------------------------------------------------
 
-    def frames(self, channel: int | None = None) -> list[dict]:
+    def frames(self, channel: int | str | None = None) -> list[dict]:
         with self._cond:
             return [e for e in self._received if channel is None or e["channel"] == channel]
 
-    def sent_frames(self, channel: int | None = None) -> list[dict]:
+    def sent_frames(self, channel: int | str | None = None) -> list[dict]:
         with self._cond:
             return [e for e in self._sent if channel is None or e["channel"] == channel]
 
-    def input_pcm(self, channel: int | None = None) -> bytes:
+    def rpc_calls(self, method: str | None = None) -> list[dict]:
+        with self._cond:
+            return [e for e in self._rpc if method is None or e["method"] == method]
+
+    def input_pcm(self, channel: int | str | None = None) -> bytes:
         with self._cond:
             if channel is None:
                 return bytes(self._pcm_all)

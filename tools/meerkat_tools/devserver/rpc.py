@@ -1,21 +1,22 @@
-"""Bootstrap over JSON-RPC 2.0: `realtime/open_info`, `realtime/status`, `realtime/capabilities`.
-
-`BootstrapApi` holds the method logic (shared with the REST proxy's error mapping);
-`rpc_handler` exposes it as JSON lines over TCP like `rkat-rpc --tcp`. Reference section 1.2.
+"""JSON-RPC 2.0 over TCP, one JSON object per line, like `rkat-rpc --tcp`: the framing, the
+dispatcher and the recording of every call. The method sets are `v2_api` (`realtime/*`) and
+`live_api` (`live/*`, `mob/member_live_*`); a method of a surface the server does not serve is
+`-32601 Method not found: <method>`, as on a real server started without that listener.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import wire
-from .tokens import token_prefix
 
 if TYPE_CHECKING:
-    from .host import RealtimeHost
+    from .host import Host
 
 log = logging.getLogger("meerkat_devserver.rpc")
 
@@ -27,178 +28,79 @@ INTERNAL_ERROR = -32603
 SESSION_NOT_FOUND = -32001
 CAPABILITY_UNAVAILABLE = -32020
 
-_POLICY_FIELDS = ("max_attempts", "initial_backoff_ms", "max_backoff_ms", "max_total_ms")
-_TOOL_TIMEOUT_TYPES = ("default", "disabled", "finite")
-
 
 class RpcError(Exception):
-    def __init__(self, code: int, message: str):
+    """An error answer. `null_id`: answered with "id": null (the live handlers' params-parse
+    errors are built without the request id, meerkat-live.md 2.1)."""
+
+    def __init__(self, code: int, message: str, data: Any = None, null_id: bool = False):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.data = data
+        self.null_id = null_id
 
     def to_json(self) -> dict:
-        return {"code": self.code, "message": self.message}
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            out["data"] = self.data
+        return out
 
 
-def _invalid(reason: str) -> RpcError:
-    return RpcError(INVALID_PARAMS, f"Invalid params: {reason}")
+class Call:
+    """One request being handled: actions registered with `after` run once its response has
+    been written (a channel that ends *after* answering, e.g. a terminal commit_input)."""
+
+    def __init__(self) -> None:
+        self.after: list[Callable[[], Any]] = []
 
 
-def _obj(value: Any, what: str) -> dict:
-    if not isinstance(value, dict):
-        raise _invalid(f"{what} must be an object")
-    return value
+Method = Callable[[Any, Call], Any]
 
 
-def _str_field(obj: dict, name: str) -> str:
-    if name not in obj:
-        raise _invalid(f"missing field `{name}`")
-    value = obj[name]
-    if not isinstance(value, str):
-        raise _invalid(f"field `{name}` must be a string")
-    return value
-
-
-def _enum_field(obj: dict, name: str, options: tuple[str, ...]) -> str:
-    value = _str_field(obj, name)
-    if value not in options:
-        raise _invalid(f"unknown variant `{value}` for `{name}`, expected one of {list(options)}")
-    return value
-
-
-def _uint_field(obj: dict, name: str) -> int:
-    if name not in obj:
-        raise _invalid(f"missing field `{name}`")
-    value = obj[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _invalid(f"field `{name}` must be a non-negative integer")
-    return value
-
-
-def parse_target(params: dict) -> dict:
-    if "target" not in params:
-        raise _invalid("missing field `target`")
-    target = _obj(params["target"], "target")
-    kind = _enum_field(target, "type", ("session_target", "mob_member"))
-    if kind == "session_target":
-        return {"type": kind, "session_id": _str_field(target, "session_id")}
-    return {
-        "type": kind,
-        "mob_id": _str_field(target, "mob_id"),
-        "agent_identity": _str_field(target, "agent_identity"),
-    }
-
-
-def parse_policy(params: dict) -> dict | None:
-    raw = params.get("reconnect_policy")
-    if raw is None:
-        return None
-    policy = _obj(raw, "reconnect_policy")
-    return {name: _uint_field(policy, name) for name in _POLICY_FIELDS}
-
-
-def parse_channel_config(params: dict) -> dict | None:
-    raw = params.get("channel_config")
-    if raw is None:
-        return None
-    config = _obj(raw, "channel_config")
-    if "tool_timeout" in config and config["tool_timeout"] is not None:
-        timeout = _obj(config["tool_timeout"], "tool_timeout")
-        if _enum_field(timeout, "type", _TOOL_TIMEOUT_TYPES) == "finite":
-            _uint_field(timeout, "timeout_ms")
-    return config
-
-
-class BootstrapApi:
-    """The three realtime methods, plus `initialize` (optional, never gated on)."""
-
-    def __init__(self, host: RealtimeHost):
+class Dispatcher:
+    def __init__(self, host: Host, methods: dict[str, Method]):
         self.host = host
+        self.methods = methods
 
-    def call(self, method: str, params: Any) -> Any:
+    async def call(self, method: str, params: Any, call: Call | None = None) -> Any:
+        """Run one method in-process (raises RpcError)."""
         if method == "initialize":
-            return {"server_info": {"name": "meerkat-devserver", "protocol": "realtime-v2"}}
-        handler = {
-            "realtime/open_info": self.open_info,
-            "realtime/status": self.status,
-            "realtime/capabilities": self.capabilities,
-        }.get(method)
+            return {"server_info": {"name": "meerkat-devserver", "surface": self.host.options.surface}}
+        handler = self.methods.get(method)
         if handler is None:
             raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
-        if params is None:
-            raise _invalid("missing params")
-        return handler(_obj(params, "params"))
+        result = handler(params, call or Call())
+        if inspect.isawaitable(result):
+            result = await result
+        return result
 
-    def _resolve(self, target: dict) -> None:
-        if target["type"] == "mob_member":
-            raise _invalid(f"unknown mob '{target['mob_id']}'")
-        if target["session_id"] != self.host.options.session_id:
-            raise RpcError(SESSION_NOT_FOUND, f"Session not found: {target['session_id']}")
-
-    def open_info(self, params: dict) -> dict:
-        target = parse_target(params)
-        role = _enum_field(params, "role", wire.ROLES)
-        mode = _enum_field(params, "turning_mode", wire.TURNING_MODES)
-        policy = parse_policy(params)
-        config = parse_channel_config(params)
-        self._resolve(target)
-        forced = self.host.faults.bootstrap_error
-        if forced is not None:
-            raise RpcError(forced[0], forced[1])
-        if mode not in self.host.options.turning_modes:
-            raise RpcError(
-                CAPABILITY_UNAVAILABLE,
-                f"turning mode '{mode}' is not supported for this realtime target",
-            )
-        grant = self.host.mint(role, mode, target, policy, config)
-        log.info(
-            "open_info: %s %s token %s expires %s",
-            role,
-            mode,
-            token_prefix(grant.token),
-            grant.expires_at,
-        )
-        return {
-            "ws_url": self.host.ws_url,
-            "open_token": grant.token,
-            "expires_at": grant.expires_at,
-            "target": target,
-            "supported_protocol_versions": [wire.PROTOCOL_VERSION],
-            "default_protocol_version": wire.PROTOCOL_VERSION,
-            "capabilities": grant.capabilities,
-        }
-
-    def status(self, params: dict) -> dict:
-        target = parse_target(params)
-        self._resolve(target)
-        return {"status": dict(self.host.target.status)}
-
-    def capabilities(self, params: dict) -> dict:
-        target = parse_target(params)
-        self._resolve(target)
-        options = self.host.options
-        return {"capabilities": wire.capabilities(options.turning_modes, options.input_rate_hz)}
-
-    def handle_line(self, line: bytes) -> dict | None:
-        """One JSON-RPC request line -> the response object (None for a notification)."""
+    async def handle_line(self, line: bytes) -> tuple[dict | None, Call]:
+        """One request line -> (the response object or None for a notification, its Call)."""
+        call = Call()
+        started = time.monotonic()
         try:
             request = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _response(None, error=RpcError(PARSE_ERROR, f"Parse error: {exc}"))
+            return _response(None, error=RpcError(PARSE_ERROR, f"Parse error: {exc}")), call
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
             req_id = request.get("id") if isinstance(request, dict) else None
-            return _response(req_id, error=RpcError(INVALID_REQUEST, "Invalid Request"))
+            return _response(req_id, error=RpcError(INVALID_REQUEST, "Invalid Request")), call
         is_notification = "id" not in request
         req_id = request.get("id")
+        method = request["method"]
         try:
-            result = self.call(request["method"], request.get("params"))
+            result = await self.call(method, request.get("params"), call)
+            response = _response(req_id, result=result)
         except RpcError as exc:
-            return None if is_notification else _response(req_id, error=exc)
+            response = _response(None if exc.null_id else req_id, error=exc)
         except Exception as exc:  # a bug in the dev server; still answer
-            log.exception("rpc method %s failed", request["method"])
-            return None if is_notification else _response(req_id, error=RpcError(INTERNAL_ERROR, str(exc)))
-        return None if is_notification else _response(req_id, result=result)
+            log.exception("rpc method %s failed", method)
+            response = _response(req_id, error=RpcError(INTERNAL_ERROR, str(exc)))
+        if is_notification:
+            return None, call
+        self.host.recorder.rpc(method, request, response, started)
+        return response, call
 
 
 def _response(req_id: Any, result: Any = None, error: RpcError | None = None) -> dict:
@@ -207,8 +109,9 @@ def _response(req_id: Any, result: Any = None, error: RpcError | None = None) ->
     return {"jsonrpc": "2.0", "id": req_id, "result": result}
 
 
-def rpc_handler(api: BootstrapApi) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    """The connection handler of the TCP listener: JSON lines in, JSON lines out."""
+def rpc_handler(dispatcher: Dispatcher) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """The connection handler of the TCP listener: JSON lines in, JSON lines out. Closing the
+    connection does not end the channels opened through it."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -221,13 +124,62 @@ def rpc_handler(api: BootstrapApi) -> Callable[[asyncio.StreamReader, asyncio.St
                     break
                 if not line.strip():
                     continue
-                response = api.handle_line(line)
+                response, call = await dispatcher.handle_line(line)
                 if response is not None:
                     writer.write(wire.dumps(response).encode() + b"\n")
                     await writer.drain()
+                for action in call.after:
+                    result = action()
+                    if inspect.isawaitable(result):
+                        await result
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
 
     return handle
+
+
+# -- serde-like typed params helpers (shared by both method sets) --------------------------
+
+
+def json_kind(value: Any) -> str:
+    return wire._json_kind(value)
+
+
+def obj(value: Any, what: str = "params") -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"invalid type: {json_kind(value)}, expected struct {what}")
+    return value
+
+
+def field_str(o: dict, name: str, optional: bool = False) -> str | None:
+    if name not in o or (optional and o[name] is None):
+        if optional:
+            return None
+        raise ValueError(f"missing field `{name}`")
+    value = o[name]
+    if not isinstance(value, str):
+        raise ValueError(f"invalid type: {json_kind(value)}, expected a string")
+    return value
+
+
+def field_enum(o: dict, name: str, options: tuple[str, ...], optional: bool = False) -> str | None:
+    value = field_str(o, name, optional)
+    if value is not None and value not in options:
+        raise ValueError(f"unknown variant `{value}`, expected {wire._variants(options)}")
+    return value
+
+
+def field_uint(o: dict, name: str, limit: int = 0xFFFFFFFFFFFFFFFF, optional: bool = False,
+               width: str = "u64") -> int | None:
+    if name not in o or (optional and o[name] is None):
+        if optional:
+            return None
+        raise ValueError(f"missing field `{name}`")
+    value = o[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"invalid type: {json_kind(value)}, expected {width}")
+    if not 0 <= value <= limit:
+        raise ValueError(f"invalid value: integer `{value}`, expected {width}")
+    return value

@@ -1,4 +1,5 @@
-"""`DevServer`: the three listeners (JSON-RPC TCP, REST, WebSocket) and the API tests use.
+"""`DevServer`: the listeners (JSON-RPC TCP for both surfaces; v2: REST and `/realtime/ws`;
+live: `/live/ws`) and the API tests use.
 
 In an asyncio program: `srv = DevServer(opts); await srv.start(); ...; await srv.stop()`.
 From synchronous code: `with DevServer.running(opts) as srv:` runs the loop in a background
@@ -20,11 +21,15 @@ from typing import Any, Awaitable, Callable, Iterator
 
 from . import wire
 from .faults import INJECT_KINDS, Faults
-from .host import RealtimeHost
+from .host import Host
+from .live_api import LiveApi
+from .live_channel import LiveChannel, LiveSocket
+from .live_wire import WS_PATH as LIVE_WS_PATH
 from .options import ServerOptions
 from .recording import Recorder
 from .rest import rest_handler
-from .rpc import BootstrapApi, rpc_handler
+from .rpc import Dispatcher, rpc_handler
+from .v2_api import V2Api
 
 log = logging.getLogger("meerkat_devserver")
 
@@ -44,8 +49,13 @@ class DevServer:
         self.options = options
         self.faults: Faults = options.faults
         self.recorder = Recorder(options.record_dir, options.keep_frames)
-        self.host = RealtimeHost(options, self.recorder)
-        self.api = BootstrapApi(self.host)
+        self.host = Host(options, self.recorder)
+        methods: dict = {}
+        if options.serves_v2:
+            methods.update(V2Api(self.host).methods())
+        if options.serves_live:
+            methods.update(LiveApi(self.host).methods())
+        self.dispatcher = Dispatcher(self.host, methods)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._writers: set[asyncio.StreamWriter] = set()
@@ -53,6 +63,7 @@ class DevServer:
         self._rpc_addr: tuple[str, int] = ("", 0)
         self._rest_addr: tuple[str, int] = ("", 0)
         self._ws_addr: tuple[str, int] = ("", 0)
+        self._live_addr: tuple[str, int] = ("", 0)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -62,19 +73,27 @@ class DevServer:
         opts = self.options
         bind = socket.getaddrinfo(opts.host, None, type=socket.SOCK_STREAM)[0]
         family, address = bind[0], str(bind[4][0])
-        rpc = await self._listen(rpc_handler(self.api), family, address, opts.rpc_port, limit=1 << 20)
+        rpc = await self._listen(rpc_handler(self.dispatcher), family, address, opts.rpc_port, limit=64 << 20)
         self._rpc_addr = rpc.sockets[0].getsockname()[:2]
-        ws = await self._listen(self.host.handle_ws, family, address, opts.ws_port, rcvbuf=opts.ws_recv_buffer)
-        self._ws_addr = ws.sockets[0].getsockname()[:2]
-        self.host.ws_url = f"ws://{hostport(*self._ws_addr)}{wire.WS_PATH}"
-        handler = rest_handler(lambda: self._rpc_addr, lambda: self.faults.rest_rpc_unreachable)
-        rest = await self._listen(handler, family, address, opts.rest_port)
-        self._rest_addr = rest.sockets[0].getsockname()[:2]
+        listening = [f"rpc {hostport(*self._rpc_addr)}"]
+        if opts.serves_v2:
+            ws = await self._listen(self.host.handle_ws, family, address, opts.ws_port, rcvbuf=opts.ws_recv_buffer)
+            self._ws_addr = ws.sockets[0].getsockname()[:2]
+            self.host.ws_url = f"ws://{hostport(*self._ws_addr)}{wire.WS_PATH}"
+            handler = rest_handler(lambda: self._rpc_addr, lambda: self.faults.rest_rpc_unreachable)
+            rest = await self._listen(handler, family, address, opts.rest_port)
+            self._rest_addr = rest.sockets[0].getsockname()[:2]
+            listening += [f"rest {self.rest_url}", f"v2 ws {self.ws_url}"]
+        if opts.serves_live:
+            live = await self._listen(self.host.handle_live_ws, family, address, opts.live_ws_port,
+                                      rcvbuf=opts.ws_recv_buffer)
+            self._live_addr = live.sockets[0].getsockname()[:2]
+            self.host.live_ws_base = f"{opts.live_ws_scheme}://{hostport(*self._live_addr)}"
+            listening.append(f"live ws {self.live_ws_url}")
         log.info(
-            "meerkat devserver ready: rpc %s, rest %s, ws %s, session %s, reply audio %s (%d ms)",
-            hostport(*self._rpc_addr),
-            self.rest_url,
-            self.ws_url,
+            "meerkat devserver ready (surface %s): %s, session %s, reply audio %s (%d ms)",
+            opts.surface,
+            ", ".join(listening),
             self.session_id,
             self.host.reply.source,
             self.host.reply.duration_ms,
@@ -172,12 +191,23 @@ class DevServer:
         return self._rpc_addr
 
     @property
+    def surface(self) -> str:
+        return self.options.surface
+
+    @property
     def rest_url(self) -> str:
+        """v2 only (the REST proxy)."""
         return f"http://{hostport(*self._rest_addr)}"
 
     @property
     def ws_url(self) -> str:
+        """v2: ws://host:port/realtime/ws."""
         return self.host.ws_url
+
+    @property
+    def live_ws_url(self) -> str:
+        """live: ws://host:port/live/ws (transport.url adds ?token=&channel=&format=)."""
+        return self.host.live_ws_base + LIVE_WS_PATH if self.host.live_ws_base else ""
 
     @property
     def session_id(self) -> str:
@@ -187,16 +217,27 @@ class DevServer:
     def target(self) -> dict:
         return {"type": "session_target", "session_id": self.session_id}
 
+    @property
+    def mob_target(self) -> dict | None:
+        """The v2 mob_member target of the `mob_member` option (None without one)."""
+        mob = self.options.mob
+        if mob is None:
+            return None
+        return {"type": "mob_member", "mob_id": mob[0], "agent_identity": mob[1]}
+
     def ready_line(self) -> str:
         """The one JSON line `meerkat-devserver` prints on stdout when it is ready."""
-        return json.dumps(
-            {
-                "rpc": hostport(*self._rpc_addr),
-                "rest": self.rest_url,
-                "ws_url": self.ws_url,
-                "session_id": self.session_id,
-            }
-        )
+        line: dict[str, Any] = {"surface": self.surface, "rpc": hostport(*self._rpc_addr)}
+        if self.options.serves_v2:
+            line["rest"] = self.rest_url
+            line["ws_url"] = self.ws_url
+        if self.options.serves_live:
+            line["live_ws"] = self.live_ws_url
+        line["session_id"] = self.session_id
+        if self.options.mob is not None:
+            line["mob_member"] = self.options.mob_member
+            line["mob_session_id"] = self.options.mob_session_id
+        return json.dumps(line)
 
     # -- running things in the server's loop ------------------------------------------------
 
@@ -223,16 +264,41 @@ class DevServer:
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
-    def _channel(self, channel: int | None) -> Any:
+    def _channel(self, channel: int | str | None) -> Any:
+        """A v2 Channel (int) or a live socket (str channel_id); None: the most recently opened
+        v2 primary or admitted live socket that is still open."""
         if channel is None:
+            candidates: list[tuple[float, Any]] = []
             primary = self.host.primary()
-            if primary is None or not primary.opened:
-                raise RuntimeError("no primary channel is open")
-            return primary
+            if primary is not None and primary.opened and not primary.closed:
+                candidates.append((primary.opened_at, primary))
+            for live in self.host.live_channels.values():
+                if live.is_open and live.socket is not None:
+                    candidates.append((live.socket.opened_at, live.socket))
+            if not candidates:
+                raise RuntimeError("no channel is open")
+            return max(candidates, key=lambda c: c[0])[1]
+        if isinstance(channel, str):
+            live = self.host.live_channels.get(channel)
+            if live is None or live.socket is None:
+                raise RuntimeError(f"no live socket for channel {channel}")
+            return live.socket
         try:
             return self.host.channels[channel]
         except KeyError:
             raise RuntimeError(f"no channel {channel}") from None
+
+    def _live(self, channel: str | None) -> LiveChannel:
+        channels = self.host.live_channels
+        if channel is None:
+            open_ones = [c for c in channels.values() if c.is_open]
+            if not open_ones:
+                raise RuntimeError("no live channel is open")
+            return open_ones[-1]
+        try:
+            return channels[channel]
+        except KeyError:
+            raise RuntimeError(f"no live channel {channel}") from None
 
     # -- bootstrap shortcuts ------------------------------------------------------------------
 
@@ -241,87 +307,179 @@ class DevServer:
         role: str = "primary",
         turning_mode: str = "provider_managed",
         reconnect_policy: dict | None = None,
+        target: dict | None = None,
+        channel_config: dict | None = None,
     ) -> dict:
-        """Mint a token in-process (what realtime/open_info returns, without the TCP trip)."""
-        params: dict[str, Any] = {"target": self.target, "role": role, "turning_mode": turning_mode}
+        """v2: mint a token in-process (what realtime/open_info returns, without the TCP trip)."""
+        params: dict[str, Any] = {"target": target or self.target, "role": role, "turning_mode": turning_mode}
         if reconnect_policy is not None:
             params["reconnect_policy"] = reconnect_policy
-        return self.call(lambda: self.api.call("realtime/open_info", params))
+        if channel_config is not None:
+            params["channel_config"] = channel_config
+        return self.rpc("realtime/open_info", params)
+
+    def live_open(self, turning_mode: str | None = None, session_id: str | None = None) -> dict:
+        """live: open a channel in-process (what live/open returns)."""
+        params: dict[str, Any] = {"session_id": session_id or self.session_id}
+        if turning_mode is not None:
+            params["turning_mode"] = turning_mode
+        return self.rpc("live/open", params)
+
+    def rpc(self, method: str, params: Any = None, timeout: float = 10.0) -> Any:
+        """Call a JSON-RPC method in-process (not recorded in rpc_calls); RpcError on an error
+        answer. From the server's own loop only methods that answer at once work."""
+        if self.loop is None:
+            raise RuntimeError("the server is not started")
+        coro = self.dispatcher.call(method, params)
+        if threading.get_ident() == self.recorder.loop_thread:
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                return done.value
+            coro.close()
+            raise RuntimeError(f"{method} cannot complete inside the server loop; use JSON-RPC")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def set_realm(self, realm: str) -> None:
         """Change the process realm (tokens minted before now stop being redeemable)."""
         self.call(lambda: setattr(self.host, "realm", realm))
 
     def status(self) -> dict:
+        """v2: the session target's status (what realtime/status reports)."""
         return dict(self.host.target.status)
+
+    def live_status(self, channel: str | None = None) -> str:
+        """live: a channel's status (opening, ready, closed)."""
+        return self.call(lambda: self._live(channel).status)
 
     # -- faults (thread-safe; act on the primary channel unless `channel` is given) ----------
 
     def force_reconnect_cycle(
         self, succeed: bool = True, failures: int | None = None, channel: int | None = None
     ) -> bool:
-        """Start a reconnect cycle: `failures` attempts fail first (default 0 when `succeed`,
-        every attempt when not). False if one is already running."""
+        """v2: start a reconnect cycle: `failures` attempts fail first (default 0 when
+        `succeed`, every attempt when not). False if one is already running."""
         count = failures if failures is not None else (0 if succeed else 1 << 30)
-        return self.call(lambda: self._channel(channel).start_reconnect(count))
+        return self.call(lambda: self._v2(channel).start_reconnect(count))
+
+    def _v2(self, channel: int | None) -> Any:
+        if channel is None:
+            primary = self.host.primary()
+            if primary is None or not primary.opened:
+                raise RuntimeError("no v2 primary channel is open")
+            return primary
+        return self._channel(channel)
 
     def force_provider_error(
-        self, code: str = "authentication_failed", message: str | None = None, channel: int | None = None
+        self, code: str = "authentication_failed", message: str | None = None, channel: int | str | None = None
     ) -> None:
-        """A non-retryable provider error: channel.error{code}, channel.closed{code}, drop."""
+        """A terminal provider error. v2: channel.error{code}, channel.closed{code}, dropped
+        socket. live: the channel ends and the socket is dropped with nothing published."""
+        target = self._channel(channel)
+        if isinstance(target, LiveSocket):
+            assert target.channel is not None
+            live = target.channel
+            self.call(lambda: live.terminate(message or f"devserver injected provider error ({code})"))
+            return
         if code not in wire.PROVIDER_ERROR_CODES:
             raise ValueError(f"code must be one of {wire.PROVIDER_ERROR_CODES}")
-        self.call(lambda: self._channel(channel).provider_error(code, message))
+        self.call(lambda: target.provider_error(code, message))
 
-    def force_provider_close(self, channel: int | None = None) -> None:
-        """The provider's event stream ends cleanly (reconnect if input is pending, else the
-        channel is left without a provider session: inputs get channel_reconnecting)."""
-        self.call(lambda: self._channel(channel).provider_closed())
+    def force_provider_close(self, channel: int | str | None = None) -> None:
+        """The provider's event stream ends cleanly. v2: reconnect if input is pending, else
+        the channel is left without a provider session (inputs get channel_reconnecting).
+        live: status_changed{closed}, then the socket is dropped."""
+        target = self._channel(channel)
+        if isinstance(target, LiveSocket):
+            assert target.channel is not None
+            live = target.channel
+            self.call(live.provider_eof)
+            return
+        self.call(target.force_provider_close)
 
-    def inject(self, kind: str, size: int | None = None, channel: int | None = None) -> None:
+    def expire_tokens(self, channel: str | None = None) -> int:
+        """live: every outstanding token (of one channel) is expired now; returns how many."""
+        def run() -> int:
+            tokens = self.host.live_tokens.outstanding(channel)
+            for token in tokens:
+                token.expires_mono = 0.0
+            return len(tokens)
+        return self.call(run)
+
+    def consume_tokens(self, channel: str | None = None) -> int:
+        """live: every outstanding token (of one channel) counts as used; returns how many."""
+        def run() -> int:
+            tokens = self.host.live_tokens.outstanding(channel)
+            for token in tokens:
+                token.consumed = True
+            return len(tokens)
+        return self.call(run)
+
+    def inject(self, kind: str, size: int | None = None, channel: int | str | None = None) -> None:
         if kind not in INJECT_KINDS:
             raise ValueError(f"kind must be one of {INJECT_KINDS}")
-        self.call(lambda: self._channel(channel).inject(kind, size))
+        target = self._channel(channel)
+        self.call(lambda: target.inject(kind, size))
 
-    def pause_reading(self, seconds: float, channel: int | None = None) -> None:
+    def pause_reading(self, seconds: float, channel: int | str | None = None) -> None:
         """Stop reading the channel's socket for `seconds` (the client meets TCP backpressure)."""
-        self.call(lambda: self._channel(channel).conn.pause_reading(seconds))
+        target = self._channel(channel)
+        self.call(lambda: target.conn.pause_reading(seconds))
 
-    def drop(self, mode: str = "reset", channel: int | None = None) -> None:
+    def drop(self, mode: str = "reset", channel: int | str | None = None) -> None:
         """Kill the connection now: "reset" (RST), "close" (FIN, no close frame), "silent"."""
-        self.call(lambda: self._channel(channel).drop(mode))
+        target = self._channel(channel)
+        self.call(lambda: target.drop(mode))
 
     # -- recording ------------------------------------------------------------------------
 
-    def frames(self, channel: int | None = None) -> list[dict]:
+    def frames(self, channel: int | str | None = None) -> list[dict]:
         """Every client message received: {"t", "channel", "kind", "frame"} (frame = parsed
-        JSON, or the raw text if not JSON; None for binary/ping/pong/close, with "size")."""
+        JSON, or the raw text if not JSON; None for binary/ping/pong/close, with "size").
+        `channel`: a v2 connection number or a live channel_id."""
         return self.recorder.frames(channel)
 
-    def client_frames(self, channel: int | None = None, type: str | None = None) -> list[dict]:
-        """The parsed client frames (dicts) only, optionally of one `type`."""
+    def client_frames(self, channel: int | str | None = None, type: str | None = None) -> list[dict]:
+        """The parsed client frames (dicts) only, optionally of one `type` (v2 frame type, or
+        live input chunk `kind`)."""
         return [
             e["frame"]
             for e in self.recorder.frames(channel)
-            if isinstance(e["frame"], dict) and (type is None or e["frame"].get("type") == type)
+            if isinstance(e["frame"], dict)
+            and (type is None or e["frame"].get("type") == type or e["frame"].get("kind") == type)
         ]
 
-    def sent_frames(self, channel: int | None = None) -> list[dict]:
+    def sent_frames(self, channel: int | str | None = None) -> list[dict]:
         """Every frame sent: {"t", "channel", "kind", "frame"} (kind "text" for protocol frames,
         "close" for a 1008 close, "inject" for injected faults)."""
         return self.recorder.sent_frames(channel)
 
-    def events(self, channel: int | None = None, type: str | None = None) -> list[dict]:
-        """The `event` objects of the channel.event frames sent, optionally of one type."""
+    def events(self, channel: int | str | None = None, type: str | None = None) -> list[dict]:
+        """v2: the `event` objects of the channel.event frames sent; live: the observation
+        frames sent (`type` matches the `observation` name); optionally of one type."""
         out = []
         for entry in self.recorder.sent_frames(channel):
             frame = entry["frame"]
-            if entry["kind"] == "text" and frame.get("type") == "channel.event":
+            if entry["kind"] != "text" or not isinstance(frame, dict):
+                continue
+            if frame.get("type") == "channel.event":
                 if type is None or frame["event"].get("type") == type:
                     out.append(frame["event"])
+            elif "observation" in frame:
+                if type is None or frame["observation"] == type:
+                    out.append(frame)
         return out
 
-    def input_pcm(self, channel: int | None = None) -> bytes:
+    def observations(self, channel: str | None = None, name: str | None = None) -> list[dict]:
+        """live: the observation frames sent, optionally of one `observation` name."""
+        return [e for e in self.events(channel, name) if "observation" in e]
+
+    def rpc_calls(self, method: str | None = None) -> list[dict]:
+        """Every JSON-RPC request received over TCP with its response: {"t", "t_done",
+        "method", "request", "response"}."""
+        return self.recorder.rpc_calls(method)
+
+    def input_pcm(self, channel: int | str | None = None) -> bytes:
         """Input audio the provider accepted (PCM16 mono 24 kHz), one channel or all."""
         return self.recorder.input_pcm(channel)
 
@@ -330,7 +488,9 @@ class DevServer:
         return self.call(lambda: [item.snapshot() for item in self.host.items.values()])
 
     def channels(self) -> list[dict]:
-        return self.call(lambda: [c.describe() for c in self.host.channels.values()])
+        """v2 channels then live channels (each with "surface")."""
+        return self.call(lambda: [c.describe() for c in self.host.channels.values()]
+                         + [c.describe() for c in self.host.live_channels.values()])
 
     def on_frame(self, hook: Callable[[dict], None]) -> Callable[[], None]:
         """`hook(entry)` runs in the server's loop thread for every client message."""
@@ -346,9 +506,10 @@ class DevServer:
         return await self.recorder.until(predicate, timeout, what)
 
     def wait_event(
-        self, type: str, n: int = 1, timeout: float = 5.0, channel: int | None = None
+        self, type: str, n: int = 1, timeout: float = 5.0, channel: int | str | None = None
     ) -> dict:
-        """The n-th (1-based) event of `type` sent (on `channel`), waiting for it."""
+        """The n-th (1-based) event (v2) or observation (live) of `type` sent (on `channel`),
+        waiting for it."""
 
         def nth() -> dict | None:
             found = self.events(channel, type)
@@ -356,13 +517,30 @@ class DevServer:
 
         return self.wait_for(nth, timeout, f"event {type} #{n}")
 
-    def wait_channel_ended(self, channel: int | None = None, timeout: float = 5.0) -> dict:
-        """Wait until a channel (default: the last one opened) has been torn down."""
+    def wait_channel_ended(self, channel: int | str | None = None, timeout: float = 5.0) -> dict:
+        """Wait until a channel (default: the last one opened, either surface) has ended."""
 
         def ended() -> dict | None:
+            if isinstance(channel, str) or (channel is None and self._last_is_live()):
+                lives = self.host.live_channels
+                live = lives.get(channel) if channel is not None else (list(lives.values())[-1] if lives else None)
+                if live is None or live.is_open:
+                    return None
+                if live.socket is not None and not live.socket._torn_down:
+                    return None
+                return live.describe()
             chans = self.host.channels
             cid = channel if channel is not None else (max(chans) if chans else None)
             ch = chans.get(cid) if cid is not None else None
             return ch.describe() if ch is not None and ch._torn_down else None
 
         return self.wait_for(ended, timeout, "channel ended")
+
+    def _last_is_live(self) -> bool:
+        lives = list(self.host.live_channels.values())
+        chans = self.host.channels
+        if not lives:
+            return False
+        if not chans:
+            return True
+        return lives[-1].created > max(c.created for c in chans.values())

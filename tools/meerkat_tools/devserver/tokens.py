@@ -109,3 +109,56 @@ class TokenStore:
             raise OpenError("unauthorized_realm")
         del self._pending[token]
         return grant
+
+
+@dataclass
+class LiveToken:
+    token: str
+    channel_id: str
+    expires_mono: float
+    consumed: bool = False
+
+
+class LiveTokenStore:
+    """`/live/ws` tokens (meerkat-live.md 2.6): UUID v4, TTL from mint, single use, pinned to
+    the channel they were minted for. A wrong-channel or expired presentation consumes the
+    token; a rejection never closes the channel. Reasons are the strings sent to the client."""
+
+    def __init__(self, ttl: float, mono: Callable[[], float] = time.monotonic):
+        self.ttl = ttl
+        self._mono = mono
+        self._tokens: dict[str, LiveToken] = {}
+
+    def mint(self, channel_id: str, fault: str | None = None) -> str:
+        token = str(uuid.uuid4())
+        entry = LiveToken(token, channel_id, self._mono() + self.ttl)
+        if fault == "expire":
+            entry.expires_mono = self._mono() - 1.0
+        elif fault == "consume":
+            entry.consumed = True
+        self._tokens[token] = entry
+        return token
+
+    def outstanding(self, channel_id: str | None = None) -> list[LiveToken]:
+        return [t for t in self._tokens.values()
+                if not t.consumed and (channel_id is None or t.channel_id == channel_id)]
+
+    def admit(self, token: str, channel_id: str, channel_open: Callable[[str], bool]) -> str | None:
+        """None when admitted (the token is consumed), else the rejection reason."""
+        entry = self._tokens.get(token)
+        if entry is not None:
+            if entry.consumed:
+                return "token already consumed"
+            if entry.channel_id != channel_id:
+                entry.consumed = True
+                return "token bound to a different channel"
+            if self._mono() > entry.expires_mono:
+                entry.consumed = True
+                return "token expired"
+            if not channel_open(channel_id):
+                return "channel not bound"
+            entry.consumed = True
+            return None
+        if not channel_open(channel_id):
+            return "channel not bound"
+        return "token not found"

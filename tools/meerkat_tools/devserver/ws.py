@@ -16,10 +16,10 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import cast
+from typing import Callable, cast
 
 from websockets.frames import Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -30,6 +30,20 @@ _quiet = logging.getLogger("meerkat_devserver.ws.protocol")
 _quiet.setLevel(logging.WARNING)
 
 READ_SIZE = 65536
+
+
+Route = Callable[[ServerProtocol, Request], Response]
+
+
+def route_path(path: str) -> Route:
+    """A route with one WebSocket path; anything else is 404."""
+
+    def route(protocol: ServerProtocol, request: Request) -> Response:
+        if request.path.split("?", 1)[0] != path:
+            return protocol.reject(404, "Not Found\n")
+        return protocol.accept(request)
+
+    return route
 
 
 class ConnectionLost(Exception):
@@ -68,14 +82,19 @@ class WsConnection:
         self._fragments: list[bytes] | None = None
         self._fragment_kind = ""
         self._paused_until = 0.0
+        self._free = asyncio.Event()  # cleared while the server's loop is blocked
+        self._free.set()
+        self.read_error: str | None = None
         self._eof = False
         self._lock = asyncio.Lock()
         self._ended = asyncio.Event()
 
     # -- handshake ----------------------------------------------------------------------
 
-    async def handshake(self) -> Request | None:
-        """Answer the HTTP upgrade; only GET /realtime/ws is a WebSocket (others: 404)."""
+    async def handshake(self, route: Route | None = None) -> Request | None:
+        """Answer the HTTP upgrade. `route(protocol, request)` returns the response (default:
+        only GET /realtime/ws is a WebSocket, other paths 404); None when it did not upgrade."""
+        route = route or route_path(wire.WS_PATH)
         while True:
             data = await self._read()
             if not data:
@@ -84,10 +103,7 @@ class WsConnection:
             for event in self.protocol.events_received():
                 if not isinstance(event, Request):
                     continue
-                if event.path.split("?", 1)[0] != wire.WS_PATH:
-                    response = self.protocol.reject(404, "Not Found\n")
-                else:
-                    response = self.protocol.accept(event)
+                response = route(self.protocol, event)
                 self.protocol.send_response(response)
                 await self._flush()
                 if response.status_code != 101:
@@ -111,6 +127,7 @@ class WsConnection:
             if self._eof or self.dropped:
                 return None
             await self._wait_unpaused()
+            await self._free.wait()  # a blocked server loop reads nothing (tool calls)
             data = b""
             if not self.silent and not self.dropped:
                 data = await self._read()
@@ -125,11 +142,19 @@ class WsConnection:
             else:
                 self.protocol.receive_data(data)
             self._frames.extend(self.protocol.events_received())
+            if self.protocol.parser_exc is not None:
+                # A read error (a frame over the limit, invalid UTF-8, a protocol violation):
+                # the server's loop just ends. The Close frame websockets would answer with
+                # is not sent: the real host drops the socket.
+                log.info("ws %s: read error: %s", self.peer, self.protocol.parser_exc)
+                self.read_error = str(self.protocol.parser_exc)
+                self._eof = True
+                continue
             try:
                 await self._flush()  # automatic pongs and close replies
             except ConnectionLost:
                 self._eof = True
-            if self.protocol.parser_exc is not None or self.protocol.state is State.CLOSED:
+            if self.protocol.state is State.CLOSED:
                 self._eof = True
 
     def _assemble(self, frame) -> Message | None:
@@ -180,8 +205,26 @@ class WsConnection:
             return  # a longer pause was requested since; its own timer resumes
         self._paused_until = 0.0
         transport = self.transport
-        if not transport.is_closing() and not self.silent:
+        if not transport.is_closing() and not self.silent and self._free.is_set():
             transport.resume_reading()
+
+    def hold(self) -> None:
+        """The server's loop is blocked (a tool call runs in it): nothing is read, so pings go
+        unanswered and the client's frames wait in the kernel buffers."""
+        self._free.clear()
+        transport = self.transport
+        if not transport.is_closing():
+            transport.pause_reading()
+
+    def release(self) -> None:
+        self._free.set()
+        transport = self.transport
+        if not transport.is_closing() and not self.silent and self._paused_until <= time.monotonic():
+            transport.resume_reading()
+
+    @property
+    def held(self) -> bool:
+        return not self._free.is_set()
 
     # -- sending ------------------------------------------------------------------------
 
@@ -233,26 +276,34 @@ class WsConnection:
 
     # -- ending -------------------------------------------------------------------------
 
-    async def close_with(self, code: int, reason: str, wait: float = 1.0) -> None:
-        """Handshake failures: a WebSocket Close frame (1008 + error code), then TCP close."""
+    async def close_with(self, code: int, reason: str) -> None:
+        """Handshake failures: a WebSocket Close frame, then the connection ends at once. The
+        server does not wait for the client's Close (v2 correction 7; live token admission):
+        it half-closes, discards whatever the client still sends, and closes."""
         async with self._lock:
             if self.protocol.state is State.OPEN and not self.writer.transport.is_closing():
                 self.protocol.send_close(code, reason)
+                for chunk in self.protocol.data_to_send():
+                    if chunk:
+                        self.writer.write(chunk)
                 try:
-                    await self._flush()
-                except ConnectionLost:
+                    await self._drain()
+                    if self.writer.can_write_eof():
+                        self.writer.write_eof()
+                except (ConnectionLost, OSError, RuntimeError):
                     pass
+        self.dropped = True
         try:
-            await asyncio.wait_for(self._await_close(), wait)
+            # Read and discard (the client's Close reply) so closing does not reset the
+            # connection before the client read our Close frame.
+            await asyncio.wait_for(self._discard_input(), 0.5)
         except asyncio.TimeoutError:
             pass
         self._close_transport()
 
-    async def _await_close(self) -> None:
-        while True:
-            message = await self.recv()
-            if message is None or message.kind == "close":
-                return
+    async def _discard_input(self) -> None:
+        while await self._read():
+            pass
 
     async def drop(self) -> None:
         """In-session termination: flush what was sent, then end TCP without a close frame."""
@@ -280,6 +331,11 @@ class WsConnection:
         transport = self.transport
         if not transport.is_closing():
             transport.pause_reading()
+
+    def close_soon(self) -> None:
+        """End TCP without a close frame once what was written is flushed (no waiting)."""
+        self.dropped = True
+        self._close_transport()
 
     def end_silently(self) -> None:
         """The client closed or the transport failed: release the socket."""

@@ -255,3 +255,13 @@ def test_firmware_files_are_compiled_for_the_image():
 def test_cpython_runtime_takes_no_image():
     with pytest.raises(ValueError, match="CPython"):
         runner.SimDevice({}, runtime="cpython", image="frozen32")
+
+
+def test_the_readme_shows_what_the_esp32_dry_run_prints():
+    readme = (paths.REPO / "README.md").read_text()
+    marker = "--esp32 ESP32_GENERIC --source /path/to/micropython --dry-run   # prints:\n"
+    assert marker in readme
+    documented = readme.split(marker, 1)[1].split("```", 1)[0].strip().splitlines()
+    proc = _cli("--esp32", "ESP32_GENERIC", "--source", "/path/to/micropython", "--dry-run", "--jobs", "2")
+    printed = [l for l in proc.stdout.splitlines() if not l.startswith("#")]
+    assert [l.replace("$PWD", str(paths.REPO)) for l in documented] == printed

@@ -5,6 +5,7 @@ ESP32 command line, and how a run on a frozen image is put together."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import json
 import shutil
 import subprocess
@@ -265,3 +266,22 @@ def test_the_readme_shows_what_the_esp32_dry_run_prints():
     proc = _cli("--esp32", "ESP32_GENERIC", "--source", "/path/to/micropython", "--dry-run", "--jobs", "2")
     printed = [l for l in proc.stdout.splitlines() if not l.startswith("#")]
     assert [l.replace("$PWD", str(paths.REPO)) for l in documented] == printed
+
+
+def test_missing_32_bit_toolchain_names_the_packages(monkeypatch):
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name.startswith("i686-") else real(name))
+    with pytest.raises(image.ToolchainMissing, match="apt-get install gcc-i686-linux-gnu libc6-i386"):
+        image.check_toolchain("frozen32")
+    if real("gcc") and real("make"):
+        image.check_toolchain("frozen64")  # 64-bit needs no cross compiler
+
+
+def test_meerkat_sim_without_a_source_says_how_to_get_it(tmp_path):
+    env = dict(os.environ, **{image.SOURCE_ENV: str(tmp_path / "no-micropython")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "meerkat_tools.sim", "--image", "frozen32", "--heap", "110K"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode != 0
+    assert "--image frozen32" in proc.stderr and "git clone --branch v1.28.0" in proc.stderr

@@ -6,10 +6,18 @@
 # no slices, no per-frame objects, so steady-state capture allocates nothing.
 # The VAD runs on short blocks (block_ms, 10 ms) as they complete, independent of the frame
 # length; a full frame is base64-encoded into the ring, which never blocks (it drops the oldest).
+#
+# Block times. The echo in a block is what the speaker played while the block was captured (less
+# the echo's delay), not what it plays when the pump gets round to the block: after a stall of
+# 40 ms the pump reads four blocks at once. So each block gets the tick at which its last sample
+# was captured, from the sample count: +block_ms per block, held at or below what every read
+# that drained the DMA allows (its samples were captured no later than now), and moved up once
+# a second by the smallest slack such reads saw (samples the DMA lost in an overrun). The speaker
+# side is Player.level_at(): what it played, per 10 ms of wall time.
 import select
 
 from . import fast
-from .compat import ticks_add
+from .compat import ticks_add, ticks_diff
 
 
 def arm(stream, events):
@@ -30,11 +38,16 @@ def arm(stream, events):
 
 
 class Capture:
-    def __init__(self, i2s, ring, vad=None, bits=16, shift=0, highpass=False, block_ms=10, speaker_level=None):
+    def __init__(self, i2s, ring, vad=None, bits=16, shift=0, highpass=False, block_ms=10, speaker=None, speaker_level=None):
+        # speaker: the Player (level_at(t0, t1)): the VAD is given the loudest 10 ms the speaker
+        # played in the block's echo window, from the block's capture time. speaker_level: a
+        # callable giving the level playing now, for a speaker without that history (tests).
         self.i2s = i2s
         self.ring = ring
         self.vad = vad
-        self.speaker_level = speaker_level  # callable -> level of what the speaker plays now
+        self.speaker = speaker
+        self.speaker_level = speaker_level
+        self.block_ms = block_ms
         self._bb = block_ms * 48  # PCM bytes per VAD block
         if ring.frame_bytes % self._bb:
             raise ValueError("capture: the frame must be a whole number of %d ms blocks" % block_ms)
@@ -49,6 +62,9 @@ class Capture:
         self.level = 0  # mic level of the last block (mean absolute amplitude)
         self.event = 0  # last VAD event not yet taken
         self.event_block = -1  # block index of the last VAD event (audio time = index * block_ms)
+        self.block_t = -1  # tick when the last block's last sample was captured (-1: none yet)
+        self._slack = 1 << 20  # the least slack a draining read saw since the last check
+        self._checks = 0
         arm(i2s, select.POLLIN)
 
     def poll(self, now):
@@ -56,10 +72,25 @@ class Capture:
         while True:
             n = self.i2s.readinto(self._stage)
             if not n:
+                self._drained(now)
                 return busy
             busy = True
-            if self._take(n, now) or n < len(self._stage):
+            if self._take(n, now):
                 return True  # a frame went to the ring: let the uplink run
+            if n < len(self._stage):
+                self._drained(now)
+                return True
+
+    def _drained(self, now):
+        # The DMA had nothing more: every sample read so far was captured by now.
+        if self.block_t < 0:
+            return
+        t = ticks_add(now, -((self._fill % self._bb) // 48))  # the end of the last whole block
+        d = ticks_diff(t, self.block_t)
+        if d < 0:
+            self.block_t = t  # our count ran ahead of the clock
+        elif d < self._slack:
+            self._slack = d
 
     def _take(self, n, now):
         pushed = False
@@ -80,7 +111,7 @@ class Capture:
             src += k * wide
             fill += k
             if fill % bb == 0:
-                self._block(fill - bb)
+                self._block(fill - bb, now)
             if fill == len(frame):
                 # Time of the frame's first sample (DMA queueing delay not included).
                 self.ring.push_pcm(frame, 0, ticks_add(now, -self.ring.frame_ms))
@@ -90,14 +121,33 @@ class Capture:
             self._fill = fill
         return pushed
 
-    def _block(self, off):
+    def _block(self, off, now):
         n = self._bb >> 1
         if self._hp is not None:
             fast.highpass(self._frame, off, n, self._hp)
         self.level = fast.mean_abs(self._frame, off, n)
+        if self.block_t < 0:
+            self.block_t = now
+        else:
+            self.block_t = ticks_add(self.block_t, self.block_ms)
+            self._checks += 1
+            if self._checks >= 1000 // self.block_ms:
+                # A second of blocks: if every draining read left slack, samples were lost
+                # (an overrun) or the start was guessed early: catch up by the least of it.
+                if self._slack < 1 << 20:
+                    self.block_t = ticks_add(self.block_t, self._slack)
+                self._slack = 1 << 20
+                self._checks = 0
         vad = self.vad
         if vad is not None:
-            ev = vad.update(self.level, self.speaker_level() if self.speaker_level else 0)
+            if self.speaker is not None:
+                t = self.block_t
+                s = self.speaker.level_at(ticks_add(t, -self.block_ms - vad.echo_hi_ms), ticks_add(t, -vad.echo_lo_ms))
+            elif self.speaker_level is not None:
+                s = self.speaker_level()
+            else:
+                s = 0
+            ev = vad.update(self.level, s)
             if ev:
                 self.event = ev
                 self.event_block = self.blocks

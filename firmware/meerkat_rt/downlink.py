@@ -133,12 +133,12 @@ class Downlink:
         item = self.streamed
         if item is None:
             item = self.streamed = self.turns.assumed()
-        ms = self.player.flush_partial(item)
-        if ms < 0:
+        n = self.player.flush_partial(item)
+        if n < 0:
             self.want = DROP  # a stopped item, or no room: the rest of the chunk is not played
             self.player.abort_chunk()
-        elif ms:
-            self.turns.audio_done(ms)
+        elif n:
+            self.turns.audio_done(n)
 
     def feed(self, src, off, n, first, last, is_text):
         if first:
@@ -311,14 +311,20 @@ class Downlink:
                 streamed = item_id
             else:
                 self._drop("misattributed", "streamed audio counted under the previous item")
-        ms = player.commit_chunk(streamed if streamed is not None else item_id, content_index)
-        if ms < 0:
-            if ms == -1 and not self.overflow:
-                self._drop("bad_base64", "audio chunk cut short or refused by the player")
+        item = streamed if streamed is not None else item_id
+        if self.overflow:
+            # The head only: what was decoded ends anywhere in a quad; its loose end goes.
+            n = player.flush_partial(item)
+            player.abort_chunk()
+        else:
+            n = player.commit_chunk(item, content_index)
+        if n == -1:
+            self._drop("bad_base64", "audio chunk cut short (a stray base64 character)")
             return
         if self.overflow:
             self._drop("overflow", "audio chunk larger than the playback ring before its ids arrived: its end was skipped")
-        self.turns.audio_done(ms)
+        if n > 0:
+            self.turns.audio_done(n)
 
     def _audio_ids(self):
         # Same skeleton bytes as the last valid chunk: same validation result, no parse.

@@ -166,7 +166,7 @@ class Link:
             "truncate_count": t.truncate_count,
             "events": dict(self.events),
             "audio_frames_sent": self.audio_frames_sent,
-            "audio_received_ms": t.audio_received_ms,
+            "audio_received_ms": t.audio_received // 48,
             "late_chunks": t.late_chunks,
             "late_events": t.late_events,
             "bytes_sent": self.ws.bytes_out,

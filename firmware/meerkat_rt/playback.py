@@ -3,7 +3,9 @@
 # Downlink audio is base64-decoded while it streams in from the socket, straight into a
 # preallocated PCM ring: begin_chunk(), feed_b64() as text arrives (a partial quad is carried
 # between calls), then commit_chunk(item_id, content_index) makes it playable and attributes it
-# to its item, or abort_chunk() forgets it. The caller keeps space() ahead of what it feeds.
+# to its item, or abort_chunk() forgets it; flush_partial() makes what has been decoded of a
+# chunk playable early (a chunk bigger than the ring streams through it). The caller keeps
+# space() ahead of what it feeds.
 #
 # The cursor: for each assistant item (the current one and a few before it, a fixed table),
 #   received = bytes committed, accepted = bytes the I2S driver took,
@@ -34,7 +36,7 @@ from array import array
 
 from . import fast
 from .capture import arm
-from .compat import IS_MICROPYTHON, const, sleep_ms, ticks_diff, ticks_ms
+from .compat import IS_MICROPYTHON, const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 POLL = "poll"
 IRQ = "irq"
@@ -81,7 +83,12 @@ class Player:
         self._sn = array("i", bytes(4 * _K))
         self._sh = self._sc = 0
         self._q = self._tq = self._pos = 0  # DAC queue model: bytes at time _tq; stream position
-        self._cells = array("H", bytes(2 * (ibuf // _CELL + 4)))  # output level per 10 ms
+        # What the speaker plays, as the level of each 10 ms of wall time (ticks since _hb, by
+        # the DMA model): the echo-aware VAD looks up the time its microphone block was
+        # captured, less the echo's delay. Covers the DMA queue ahead and ~150 ms behind.
+        self._hist = array("H", bytes(2 * (ibuf // _CELL + 16)))
+        self._hb = -1  # tick of cell 0; -1: nothing played yet
+        self._he = -1  # the last cell holding audio (later cells are silence)
         self._irq_done = False
         self._flush_req = False
         self.underruns = self.chunks = self.bytes = self.dropped = self.flushes = 0
@@ -163,8 +170,8 @@ class Player:
     def flush_partial(self, item_id, content_index=0):
         """Make what has been decoded of the chunk in progress playable now, as part of
         item_id, and go on with the chunk: a chunk bigger than the ring streams through it.
-        Returns the ms made playable, -1 if the audio was dropped (a stopped item, or no room
-        in the item table: the caller skips the rest of the chunk)."""
+        Returns the PCM bytes made playable, -2 if the audio was dropped (a stopped item, or no
+        room in the item table: the caller skips the rest of the chunk)."""
         t = self._t
         if t <= 1:
             return 0  # nothing whole yet, or cut by stop_now()
@@ -175,9 +182,9 @@ class Player:
 
     def commit_chunk(self, item_id, content_index=0):
         """End the chunk: make the rest of it playable as part of item_id (content parts of one
-        item are counted together). Returns the ms it made playable, -1 if dropped (a stopped
-        item, or no room in the item table) or if the base64 was cut short (one stray
-        character; unpadded base64 is accepted)."""
+        item are counted together). Returns the PCM bytes it made playable, -1 if the base64
+        was cut short (one stray character; unpadded base64 is accepted), -2 if dropped (a
+        stopped item, or no room in the item table)."""
         if self._t >= 0 and self._nc:
             nc = self._nc
             if nc == 1 or self._pad:
@@ -201,7 +208,7 @@ class Player:
         return done
 
     def _commit(self, t, item_id):
-        # t tentative bytes (even) become playable, attributed to item_id; ms, or -1 dropped.
+        # t tentative bytes (even) become playable, attributed to item_id; t, or -2 dropped.
         se = self._se
         sc = self._sc
         j = (self._sh + sc - 1) % _K  # the newest segment
@@ -217,7 +224,7 @@ class Player:
                 self._next = (e + 1) % _K
         if e < 0 or self._stop[e] or sc == _K and se[j] != e:
             self.dropped += 1
-            return -1
+            return -2
         if sc and se[j] == e:
             self._sn[j] += t
         else:
@@ -234,7 +241,7 @@ class Player:
         self._recv[e] += t
         self._last = e
         self.bytes = (self.bytes + t) & _MASK  # wraps: stays a small int on the ESP32
-        return t // 48
+        return t
 
     def rename(self, old_id, new_id):
         """Audio committed as old_id (an assumption made while a big chunk streamed, before its
@@ -317,29 +324,48 @@ class Player:
     def _done(self, k, now):
         # k bytes at the ring's read index were accepted by the I2S driver.
         q = self._queued(now, 0)
-        # The level of each 10 ms of what was written, for level_now(): one average over a
-        # long write (poll mode takes up to ibuf at once) would hide a loud start behind a
-        # quiet one, and the echo-aware VAD would take its own voice for the user's.
-        cells = self._cells
-        nc = len(cells)
-        p = self._pos
-        off = self._rd
-        end = p + k
-        while p < end:
-            n = min(end - p, _CELL - p % _CELL)
-            level = fast.mean_abs(self.buf, off, n >> 1)
-            c = p // _CELL % nc
-            if p % _CELL and cells[c] > level:
-                level = cells[c]  # a cell shared with the previous write keeps the louder
-            cells[c] = level
-            p += n
-            off += n
+        self._history(ticks_add(now, q // 48), k)
         if not q and self._acc[self._se[self._sh]]:
             self.underruns += 1  # the DAC ran dry inside an item
         self._pos = self._consume(k, True)
         self._q = min(q + k, self._ibuf)
         self._tq = now
         self._busy = 0
+
+    def _history(self, t, k):
+        # The k bytes at the read index play from tick t on (by the model): their level per
+        # 10 ms cell of wall time. Per cell, not one average per write: poll mode writes up to
+        # ibuf at once, and a quiet start would hide a loud end from the echo-aware VAD.
+        h = self._hist
+        nc = len(h)
+        if self._hb < 0:
+            self._hb = t
+        elif self._he > 1 << 16:  # keep cell numbers small ints: move the origin, whole laps
+            lap = self._he // nc * nc
+            self._hb = ticks_add(self._hb, 10 * lap)
+            self._he -= lap
+        d = ticks_diff(t, self._hb)
+        c = d // 10
+        he = self._he
+        i = max(he + 1, c - nc)
+        while i < c:  # the speaker was silent since the last audio (idle, underrun)
+            h[i % nc] = 0
+            i += 1
+        off = self._rd
+        n = (10 - d % 10) * 48  # bytes to the next cell boundary
+        while k > 0:
+            if n > k:
+                n = k
+            level = fast.mean_abs(self.buf, off, n >> 1)
+            j = c % nc
+            if c <= he and h[j] > level:
+                level = h[j]  # a cell shared with the previous write keeps the louder
+            h[j] = level
+            off += n
+            k -= n
+            c += 1
+            n = _CELL
+        self._he = max(he, c - 1)
 
     def _consume(self, k, accepted):
         # Take k bytes off the front of the ring and its segments; returns the stream position.
@@ -396,6 +422,8 @@ class Player:
         for e in range(_K):
             self._acc[e] = self._played(e, now)  # the queued rest is never played
         self._q = 0
+        if self._hb >= 0:
+            self._he = min(self._he, ticks_diff(now, self._hb) // 10)  # nor heard
         self._flush_req = False
         self.flushes += 1
         i2s = self.i2s
@@ -455,24 +483,34 @@ class Player:
         """Nothing left to play: ring empty and the DMA queue drained."""
         return not self._n and not self._busy and not self._queued(self.clock(), _SLACK)
 
+    def level_at(self, t0, t1):
+        """The loudest 10 ms of what the speaker played between ticks t0 and t1 (inclusive), by
+        the DMA model, as a mean absolute level; 0 for silence. The model times a write's first
+        sample when the queue ahead of it drains; the DAC may start it up to one descriptor
+        (11 ms) later, so an echo window should reach that much further back."""
+        if self._hb < 0:
+            return 0
+        h = self._hist
+        nc = len(h)
+        he = self._he
+        c = ticks_diff(t0, self._hb) // 10
+        e = ticks_diff(t1, self._hb) // 10
+        if e > he:
+            e = he
+        if c <= he - nc:
+            c = he - nc + 1
+        level = 0
+        while c <= e:
+            v = h[c % nc]
+            if v > level:
+                level = v
+            c += 1
+        return level
+
     def level_now(self):
         """Mean absolute level of the samples leaving the speaker now (0 when silent): the
         loudest 10 ms cell within the model's uncertainty around the play head (it may be a
-        SLACK late, and the echo of what follows it arrives while a block is captured), so the
-        echo-aware VAD never hears the speaker's own voice before it knows it is playing (the
-        cursor's model errs late, which is right for the cursor and wrong for the echo)."""
-        q = self._queued(self.clock(), 0)
-        if not q:
-            return 0
-        cells = self._cells
-        nc = len(cells)
-        head = (self._pos - q) & _MASK
-        lo = (head - _SLACK) // _CELL if head > _SLACK else 0
-        hi = min(head + 2 * _SLACK, self._pos) // _CELL
-        level = 0
-        while lo <= hi:
-            v = cells[lo % nc]
-            if v > level:
-                level = v
-            lo += 1
-        return level
+        SLACK late, and the echo of what follows it arrives while a block is captured). For a
+        VAD without block times; Capture(speaker=player) uses level_at()."""
+        now = self.clock()
+        return self.level_at(ticks_add(now, -13), ticks_add(now, 26))

@@ -77,7 +77,7 @@ class Turns:
         self.barge_ins = 0
         self.truncates = []  # the last few (item_id, audio_played_ms) sent
         self.truncate_count = 0
-        self.audio_received_ms = 0
+        self.audio_received = 0  # PCM bytes taken by the player
         self.late_chunks = 0
         self.late_events = 0
 
@@ -175,9 +175,13 @@ class Turns:
         return 0 if self.strict_order else -1
 
     def assumed(self):
-        """The item id to count streamed audio under until the chunk's own ids arrive."""
+        """The item id to count streamed audio under until the chunk's own ids arrive: the
+        item of a response announced before its audio, else the item of the last audio,
+        unless that was stopped."""
+        if self._next_item is not None:
+            return self._next_item
         if self._key is not None and self._key in self._stopped:
-            return self._next_item if self._next_item is not None else PENDING
+            return PENDING
         return self._item
 
     def on_audio(self, item_id, content_index, response_id):
@@ -199,6 +203,7 @@ class Turns:
         self._t_reply = self._t_audio = now
         if key is not None and key != self._key:
             self._new_response(key)
+        self._next_item = None  # the newest response's audio is here: its ids are known
         if item_id != self._item:
             if self._item is not None:
                 _remember(self._finished, self._item)
@@ -208,8 +213,8 @@ class Turns:
             self._index = content_index
         return True
 
-    def audio_done(self, ms):
-        self.audio_received_ms += ms
+    def audio_done(self, nbytes):
+        self.audio_received = (self.audio_received + nbytes) & 0x3FFFFFFF  # a small int on the ESP32
 
     def stale_played(self):
         # Streamed audio turned out to be late after all (its ids came at its end): silence.

@@ -113,8 +113,8 @@ def test_streamed_base64_plays_exactly_the_pcm():
     p, dac, clock = _player()
     a = _pcm(100, 1)
     b = _pcm(60, 2)
-    assert _chunk(p, "i1", a, (1, 2, 3, 5, 8, 13)) == 100
-    assert _chunk(p, "i1", b) == 60
+    assert _chunk(p, "i1", a, (1, 2, 3, 5, 8, 13)) == 4800
+    assert _chunk(p, "i1", b) == 2880
     assert p.received_ms("i1") == 160 and p.chunks == 2 and p.bytes == len(a) + len(b)
     for _ in range(200):
         _step(p, dac, clock)
@@ -132,13 +132,16 @@ def test_invalid_base64_is_refused():
     assert p.feed_b64(b"AAA=", 0, 4)
     assert not p.feed_b64(b"AAAA", 0, 4)
     p.abort_chunk()
-    p.begin_chunk()  # cut short: a partial quad left at the end
-    assert p.feed_b64(b"AAAAAA", 0, 6)
+    p.begin_chunk()  # cut short: one stray character left at the end
+    assert p.feed_b64(b"AAAAA", 0, 5)
     assert p.commit_chunk("x", 0) == -1
+    p.begin_chunk()  # unpadded ("AAAAAA==" without its padding): accepted
+    assert p.feed_b64(b"AAAAAA", 0, 6)
+    assert p.commit_chunk("x", 0) == 4 and p.bytes == 4
     p.begin_chunk()  # an odd byte count: the last byte is not a whole sample
     assert p.feed_b64(b"AAAA", 0, 4)
-    assert p.commit_chunk("x", 0) == 0 and p.bytes == 2
-    assert p.space() == 9600 - 2
+    assert p.commit_chunk("x", 0) == 2 and p.bytes == 6
+    assert p.space() == 9600 - 6
     try:
         Player(DAC(Clock()), capacity=4800)
     except ValueError:
@@ -212,12 +215,12 @@ def test_stop_now_flushes_and_drops_late_chunks():
     assert dac.inits == 1 and dac.flushed > 0 and p.flushes == 1
     assert p.is_stopped("a") and p.idle() and p.space() == 14400
     assert p.feed_b64(b"AAAAAA", 0, 6) and p.commit_chunk("a", 0) == 0  # rest of the cut chunk
-    assert _chunk(p, "a", _pcm(40)) == 0 and p.dropped == 1  # late audio of a stopped item
+    assert _chunk(p, "a", _pcm(40)) == -2 and p.dropped == 1  # late audio of a stopped item
     for _ in range(100):
         _step(p, dac, clock)
     assert p.heard_ms("a") == heard and dac.played // 48 == truth  # nothing more of it played
     assert not p.finished("a")
-    assert _chunk(p, "b", _pcm(40)) == 40 and not p.is_stopped("b")
+    assert _chunk(p, "b", _pcm(40)) == 1920 and not p.is_stopped("b")
     for _ in range(60):
         _step(p, dac, clock)
     assert p.finished("b")
@@ -226,7 +229,7 @@ def test_stop_now_flushes_and_drops_late_chunks():
     _chunk(p, None, _pcm(40))
     p.stop_now()
     assert p.idle() and not p.is_stopped(None)
-    assert _chunk(p, None, _pcm(40)) == 40
+    assert _chunk(p, None, _pcm(40)) == 1920
 
 
 def test_underrun_inside_an_item_is_counted():
@@ -295,11 +298,11 @@ def test_gain_scales_the_output():
 def test_item_table_keeps_four_items():
     p, dac, clock = _player(capacity=19200)
     for name in ("a", "b", "c", "d"):
-        assert _chunk(p, name, _pcm(20)) == 20
-    assert _chunk(p, "e", _pcm(20)) == 0 and p.dropped == 1  # all four still queued
+        assert _chunk(p, name, _pcm(20)) == 960
+    assert _chunk(p, "e", _pcm(20)) == -2 and p.dropped == 1  # all four still queued
     for _ in range(200):
         _step(p, dac, clock)
-    assert _chunk(p, "e", _pcm(20)) == 20  # replaces "a", the oldest
+    assert _chunk(p, "e", _pcm(20)) == 960  # replaces "a", the oldest
     assert p.received_ms("a") == 0 and p.received_ms("b") == 20
 
 

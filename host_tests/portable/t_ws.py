@@ -1,9 +1,10 @@
 # meerkat_rt.ws frame logic against a scripted fake socket (no network): exact bytes out, byte-
 # by-byte parsing, partial writes, control frames between data frames, close paths, keepalive
 # with injected time. Runs on CPython and on the unix port (host_tests/test_portable.py).
-from meerkat_rt import bootstrap
+from meerkat_rt import rpc
 from meerkat_rt.compat import ticks_add, ticks_ms
-from meerkat_rt.ws import MessageBuffer, WebSocket, WebSocketError, split_url
+from meerkat_rt.ws import BINARY, TEXT, WebSocket, WebSocketError, split_url
+from wsmsg import MessageBuffer
 
 
 class FakeSock:
@@ -39,10 +40,15 @@ class FakeSock:
 
 class Recorder:
     # Checks the fragment flags: first exactly at a message's start, last exactly at its end.
-    def __init__(self):
+    def __init__(self, streams=False):
         self.ready = False
+        self.held = False
+        self.streams = streams
         self.messages = []
         self.inside = False
+
+    def hold(self):
+        return self.held
 
     def feed(self, buf, off, n, first, last, is_text):
         assert bool(first) == (not self.inside), "first flag out of place"
@@ -87,8 +93,8 @@ def client_frames(data):
     return out
 
 
-def opened(sock, **kw):
-    w = WebSocket(**kw)
+def opened(sock, sink=None, **kw):
+    w = WebSocket(sink if sink is not None else MessageBuffer(kw.get("max_message", 16384)), **kw)
     w.sock = sock  # what connect() leaves behind
     w.state = 1  # _OPEN
     w.open = True
@@ -113,13 +119,16 @@ def test_split_url():
 
 
 def test_rewrite_ws_host():
-    rw = bootstrap.rewrite_ws_host
+    rw = rpc.rewrite_host
     assert rw("ws://0.0.0.0:4900/realtime/ws", "192.168.1.9") == "ws://192.168.1.9:4900/realtime/ws"
     assert rw("ws://127.0.0.1:4900/realtime/ws", "meerkat.lan") == "ws://meerkat.lan:4900/realtime/ws"
     assert rw("ws://localhost/realtime/ws", "10.0.0.1") == "ws://10.0.0.1/realtime/ws"
     assert rw("ws://[::1]:4900/x", "10.0.0.1") == "ws://10.0.0.1:4900/x"
     assert rw("ws://10.0.0.7:4900/realtime/ws", "10.0.0.1") == "ws://10.0.0.7:4900/realtime/ws"
     assert rw("wss://server.example/realtime/ws", "10.0.0.1") == "wss://server.example/realtime/ws"
+    live = "ws://0.0.0.0:4900/live/ws?token=t&channel=c&format=pcm_24k_mono"
+    assert rw(live, "10.0.0.1") == "ws://10.0.0.1:4900/live/ws?token=t&channel=c&format=pcm_24k_mono"
+    assert rw("ws://127.0.0.1?token=t", "h") == "ws://h?token=t"
 
 
 def test_frames_are_masked_with_a_fresh_key_each_and_put_in_pieces():
@@ -128,7 +137,7 @@ def test_frames_are_masked_with_a_fresh_key_each_and_put_in_pieces():
     payloads = [b"", b"hello", bytes(range(125)), bytes(range(126)) + b"x" * 174]
     for p in payloads:
         assert w.can_send()
-        w.begin_text(len(p))
+        w.begin(len(p))
         # odd-sized pieces: the mask phase must carry over between put() calls
         w.put(p, 0, min(3, len(p)))
         if len(p) > 3:
@@ -150,11 +159,11 @@ def test_frame_size_checks():
     w = opened(FakeSock(), max_message=64, tx_size=64)
     for bad in (59, 200):  # 6 header bytes + payload must fit in tx_size
         try:
-            w.begin_text(bad)
+            w.begin(bad)
             raise AssertionError(bad)
         except WebSocketError as e:
             assert "exceeds tx_size 64" in str(e)
-    w.begin_text(4)
+    w.begin(4)
     try:
         w.put(b"12345", 0, 5)
         raise AssertionError("put beyond the frame")
@@ -173,7 +182,7 @@ def test_pong_waits_for_the_data_frame_being_written():
     sock = FakeSock(wcap=7)
     w = opened(sock, max_message=256, tx_size=512)
     data = b"d" * 100
-    w.begin_text(len(data))
+    w.begin(len(data))
     w.put(data, 0, len(data))
     w.end_frame()
     w.poll()
@@ -187,9 +196,9 @@ def test_pong_waits_for_the_data_frame_being_written():
 def test_queued_pong_goes_before_the_next_frame_and_close_after_it():
     sock = FakeSock(frame(9, b"p1"), wcap=0)  # the socket takes nothing for now
     w = opened(sock, max_message=256, tx_size=512)
-    assert w.send_text_nowait("first")  # published, not yet written
+    assert w.send_nowait("first")  # published, not yet written
     pump(w, 5)  # reads the ping: the pong goes first (nothing of the data frame was written)
-    assert not w.send_text_nowait("second")  # one data frame at a time
+    assert not w.send_nowait("second")  # one data frame at a time
     w._close(1000, "bye")
     sock.wcap = 1 << 20
     pump(w, 5)
@@ -263,6 +272,29 @@ def test_oversized_message_closes_1009():
     assert w.state == 3 and w.close_code == 1009
 
 
+def test_a_streaming_sink_takes_messages_of_any_size():
+    # The downlink bounds what it keeps itself (audio streams through): no 1009 for it.
+    sock = FakeSock(frame(1, b"a" * 100, fin=False) + frame(0, b"b" * 150))
+    rec = Recorder(streams=True)
+    w = opened(sock, max_message=64, sink=rec)
+    pump(w, 10)
+    assert w.open and bytes(rec.messages[0][0]) == b"a" * 100 + b"b" * 150
+
+
+def test_binary_frames_are_sent_with_their_opcode():
+    sock = FakeSock()
+    w = opened(sock, max_message=64, tx_size=256)
+    w.begin(4, BINARY)
+    w.put(b"\x01\x02\x03\x04", 0, 4)
+    w.end_frame()
+    pump(w, 2)
+    assert w.send_nowait(b"\x09", BINARY) and w.fits(248) and not w.fits(249)
+    pump(w, 2)
+    assert w.send_nowait("text", TEXT)
+    pump(w, 2)
+    assert [(f[0], f[2]) for f in client_frames(sock.out)] == [(2, b"\x01\x02\x03\x04"), (2, b"\x09"), (1, b"text")]
+
+
 def test_protocol_violations_close_1002():
     cases = [
         (b"\x81\x85abcd" + b"x" * 5, "masked"),
@@ -322,9 +354,9 @@ def test_sink_hold_pauses_reading_mid_frame():
     rec = Recorder()
     w = opened(sock, max_message=1024, rx_size=64, sink=rec)
     pump(w, 2)  # 2 reads of 50 bytes: a 4-byte header and 96 payload bytes handed on
-    rec.hold = True
+    rec.held = True
     pump(w, 10)
     assert sock.pos == 150 and len(rec.messages[0][0]) == 96  # one more read, nothing handed on
-    rec.hold = False
+    rec.held = False
     pump(w, 10)
     assert bytes(rec.messages[0][0]) == bytes(range(200)) and not rec.inside

@@ -290,35 +290,19 @@ class AudioInputTemplate:
     (the server drops chunks that lack them or do not match its negotiated format).
     """
 
-    def __init__(self, sample_rate_hz=SAMPLE_RATE_HZ, channels=CHANNELS, mime_type=AUDIO_MIME):
+    def __init__(self):
         self.prefix = (
-            '{"type":"channel.input","chunk":{"kind":"audio_chunk","mime_type":%s,'
-            '"sample_rate_hz":%d,"channels":%d,"data":"' % (json.dumps(mime_type), sample_rate_hz, channels)
+            '{"type":"channel.input","chunk":{"kind":"audio_chunk","mime_type":"%s",'
+            '"sample_rate_hz":%d,"channels":%d,"data":"' % (AUDIO_MIME, SAMPLE_RATE_HZ, CHANNELS)
         ).encode()
         self.suffix = b'"}}'
 
     def frame_len(self, b64_len):
         return len(self.prefix) + b64_len + len(self.suffix)
 
-    def assemble(self, buf, b64_len):
-        """Write prefix and suffix around base64 the caller put at len(prefix); returns length."""
-        p = len(self.prefix)
-        buf[0:p] = self.prefix
-        end = p + b64_len
-        buf[end : end + len(self.suffix)] = self.suffix
-        return end + len(self.suffix)
-
 
 ########################################################################################
 # Bootstrap: realtime/open_info over JSON-RPC (TCP JSON lines) or the REST proxy.
-
-
-def session_target(session_id):
-    return {"type": "session_target", "session_id": session_id}
-
-
-def mob_member_target(mob_id, agent_identity):
-    return {"type": "mob_member", "mob_id": mob_id, "agent_identity": agent_identity}
 
 
 _POLICY_KEYS = ("max_attempts", "initial_backoff_ms", "max_backoff_ms", "max_total_ms")

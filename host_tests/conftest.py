@@ -10,7 +10,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for extra in (REPO / "firmware", HERE / "portable", REPO / "tools"):
+# tools/meerkat_tools/fakes: the simulated board's modules (machine, network, simworld) and the
+# whole-message WebSocket helpers (wsmsg) the tests share on both runtimes.
+for extra in (REPO / "firmware", HERE / "portable", REPO / "tools", REPO / "tools" / "meerkat_tools" / "fakes"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 

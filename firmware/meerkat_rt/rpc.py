@@ -85,7 +85,7 @@ class JsonRpc:
             self._n = 0
             self._skipping = False
 
-    def close(self):
+    def close(self, why="connection closed"):
         s = self.sock
         self.sock = None
         self._out = b""
@@ -94,13 +94,12 @@ class JsonRpc:
                 s.close()
             except OSError:
                 pass
-        self._fail_all("connection closed")
+        self._fail_all(why)
 
     def call(self, method, params):
         """Queue a request; returns its id (see done()). The connection must be open."""
         if len(self._pending) >= _PENDING:
-            oldest = min(self._pending)
-            self._finish(oldest, None, OSError("no answer to %s; too many calls waiting" % self._pending[oldest][0]))
+            self._fail_oldest("no answer; too many calls waiting")
         rid = self._next
         self._next = rid % 0x3FFFFFFF + 1
         line = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}, separators=(",", ":"))
@@ -137,19 +136,19 @@ class JsonRpc:
                 if data is None:
                     break
                 if not data:
-                    self.close()
+                    self.close("connection closed before the answer")
                     return True
                 did = True
                 self._take(data)
         except OSError as e:
             log.warn("rpc", "connection to %s:%d lost (%s)", self.host, self.port, e)
-            self.close()
+            self.close("connection lost (%s)" % e)
             return True
         now = ticks_ms()
         for rid in list(self._pending):
             entry = self._pending[rid]
             if not entry[2] and ticks_diff(now, entry[1]) > self.timeout_ms:
-                self._finish(rid, None, OSError("%s: no answer within %d ms" % (entry[0], self.timeout_ms)))
+                self._finish(rid, None, OSError("no answer within %d ms" % self.timeout_ms))
         return did
 
     async def request(self, method, params, timeout_ms=None):
@@ -166,10 +165,10 @@ class JsonRpc:
                     raise answer[1]
                 return answer[0]
             if self.sock is None and rid not in self._pending:
-                raise OSError("%s: connection lost" % method)
+                raise OSError("connection lost")
             if ticks_diff(ticks_ms(), t0) > limit:
                 self._pending.pop(rid, None)
-                raise OSError("%s: no answer within %d ms" % (method, limit))
+                raise OSError("no answer within %d ms" % limit)
             await sleep_ms(5)
 
     def _take(self, data):
@@ -179,7 +178,7 @@ class JsonRpc:
                 if self._skipping:
                     self._skipping = False
                     self.refused += 1
-                    self._fail_oldest("answer longer than %d bytes" % len(line))
+                    self._fail_oldest("the answer is longer than %d bytes" % len(line))
                 elif self._n:
                     self._answer(memoryview(line)[: self._n])
                 self._n = 0
@@ -193,12 +192,13 @@ class JsonRpc:
     def _answer(self, raw):
         try:
             msg = loads(raw, "JSON-RPC answer")
+            if type(msg) is not dict:
+                raise ProtocolError("JSON-RPC answer is not an object")
         except ProtocolError as e:
+            # Not JSON-RPC: the answer to the oldest call, most likely; it fails with the reason.
             self.refused += 1
             log.warn("rpc", "%s", e.reason)
-            return
-        if type(msg) is not dict:
-            self.refused += 1
+            self._fail_oldest(e)
             return
         rid = msg.get("id")
         if rid is None:
@@ -216,13 +216,13 @@ class JsonRpc:
         err = msg.get("error")
         if err is not None:
             if type(err) is not dict or type(err.get("code")) is not int:
-                self._finish(rid, None, OSError("%s: malformed error answer" % entry[0]))
+                self._finish(rid, None, ProtocolError("malformed JSON-RPC error"))
             else:
                 self._finish(rid, None, RpcError(err["code"], str(err.get("message", "")), err.get("data")))
         elif "result" in msg:
             self._finish(rid, msg["result"], None)
         else:
-            self._finish(rid, None, OSError("%s: answer has neither result nor error" % entry[0]))
+            self._finish(rid, None, ProtocolError("JSON-RPC answer has neither result nor error"))
 
     def _finish(self, rid, result, error):
         entry = self._pending.get(rid)
@@ -232,15 +232,15 @@ class JsonRpc:
             entry[4] = error
 
     def _fail_oldest(self, why):
+        # why: an exception, or the text of an OSError
         waiting = [r for r in self._pending if not self._pending[r][2]]
         if waiting:
-            rid = min(waiting)
-            self._finish(rid, None, OSError("%s: %s" % (self._pending[rid][0], why)))
+            self._finish(min(waiting), None, why if isinstance(why, Exception) else OSError(why))
 
     def _fail_all(self, why):
         for rid in self._pending:
             if not self._pending[rid][2]:
-                self._finish(rid, None, OSError("%s: %s" % (self._pending[rid][0], why)))
+                self._finish(rid, None, OSError(why))
 
 
 class BootstrapError(Exception):

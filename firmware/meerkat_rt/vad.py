@@ -43,8 +43,10 @@ END = const(-1)
 _NONE = const(-4096)  # "no echo" in log units
 _CAP = const(53)  # per-block evidence limit: 10 dB
 _NEED = const(106)  # evidence for an onset: 20 dB (two blocks at the limit)
-_DECAY = const(8)  # speaker envelope: -1.5 dB per block
+_DECAY = const(8)  # the room's ringing: -1.5 dB per block (a reverberation time of 0.4 s)
+_DRR = const(32)  # ... and it starts 6 dB below the direct echo
 _HOLD = const(12)  # observations waiting before they count (the veto window)
+_FREE = const(24)  # observations whose maximum is taken as it is (then the rise is limited)
 _STEP = const(5)  # the board's coupling gives way to the learnt one by 1 dB per observation
 _MARGIN = const(11)  # learnt coupling = upper envelope + 2 dB
 _RISE = const(8)  # the envelope rises at most 0.1 dB per observation (Q4): 10 dB per second of echo
@@ -130,6 +132,7 @@ class VAD:
         self._ih = 0
         self.floor = -1  # noise floor, Q2 log units; -1: not measured yet
         self.env = _NONE  # speaker envelope, log units
+        self._tail = _NONE
         self.speaker = 0  # the speaker level given with the last block
         self.threshold = 0  # the mic level (mean-abs) at which evidence starts to add up
         self.evidence = 0
@@ -157,9 +160,12 @@ class VAD:
             if v > ref:
                 ref = v
             lo += 1
-        env = self.env - _DECAY
-        if ref > env:
-            env = ref
+        # The room's ringing: starts _DRR below the direct echo and decays _DECAY per block.
+        tail = self._tail - _DECAY
+        if ref - _DRR > tail:
+            tail = ref - _DRR
+        self._tail = tail
+        env = ref if ref > tail else tail
         if env < 64:  # below a level of 4: silence
             env = _NONE
         self.env = env
@@ -187,7 +193,7 @@ class VAD:
         if m << 2 < f:
             f -= ((f - (m << 2)) >> 3) + 1
         elif not g and not self.speaking and echo < floor - 16 and m > floor:
-            f += 1
+            f += ((m << 2) - f >> 6) + 1
         self.floor = f
         # The echo coupling, from blocks that can only be echo (see the top of the file).
         if g or self.speaking:
@@ -264,8 +270,10 @@ class VAD:
     def _count(self, r):
         r <<= 4
         p = self._peak
-        if not self.learnt or r > p + _RISE:
-            p = r if not self.learnt else p + _RISE
+        if not self.learnt or r > p and self.learnt < _FREE:
+            p = r  # the first observations: their plain maximum
+        elif r > p + _RISE:
+            p += _RISE
         elif r > p:
             p = r
         else:

@@ -66,7 +66,7 @@ class Client:
             proc = mpy.run(
                 HERE / "wscli.py",
                 [module, scenario, "@" + f.name],
-                search_path=[self._scen, HERE, self._mpy],
+                search_path=[self._scen, HERE, mpy.paths.FAKES, self._mpy],
                 heap=heap,
                 timeout=timeout,
             )

@@ -7,8 +7,10 @@
 import gc
 import json
 
-from meerkat_rt import fast, protocol
+import wsmsg
+from meerkat_rt import fast
 from meerkat_rt.compat import sleep_ms, ticks_diff, ticks_ms
+from meerkat_rt.v2 import protocol
 from meerkat_rt.ws import WebSocket
 
 _PCM = 1920
@@ -38,6 +40,9 @@ class Counter:
         self.messages = 0
         self.bytes = 0
 
+    def hold(self):
+        return False
+
     def feed(self, buf, off, n, first, last, is_text):
         self.bytes += n
         if last:
@@ -64,7 +69,7 @@ async def _stream(w, t, pcm, slot, n, seq0, measure_from):
             pcm[1] = (seq >> 8) & 255
             pcm[2] = (seq >> 16) & 255
             fast.b64_encode(slot, 0, pcm, 0, _PCM)
-            w.begin_text(flen)
+            w.begin(flen)
             w.put(t.prefix, 0, plen)
             w.put(slot, 0, _B64)
             w.put(t.suffix, 0, slen)
@@ -84,7 +89,7 @@ async def stream(a):
     t = protocol.AudioInputTemplate()
     pcm = _pcm()
     slot = bytearray(_B64)
-    w = WebSocket(max_message=1024, rx_size=512, tx_size=a.get("tx", 2800))
+    w = wsmsg.client(1024, rx_size=512, tx_size=a.get("tx", 2800))
     ctx = None
     if a.get("ca"):
         from meerkat_rt import tls
@@ -96,8 +101,8 @@ async def stream(a):
     t0 = ticks_ms()
     await _stream(w, t, pcm, slot, n, 0, -1)
     ms = ticks_diff(ticks_ms(), t0)
-    await w.send_text("done")
-    reply = json.loads(await w.recv(timeout_ms=15000))
+    await wsmsg.send(w, "done")
+    reply = json.loads(await wsmsg.recv(w, timeout_ms=15000))
     await w.close()
     gc.collect()
     return {"reply": reply, "ms": ms, "frames_out": w.frames_out, "bytes_out": w.bytes_out,
@@ -111,14 +116,14 @@ async def alloc(a):
     pcm = _pcm()
     slot = bytearray(_B64)
     counter = Counter()
-    w = WebSocket(max_message=4096, sink=counter)
+    w = WebSocket(counter, 4096)
     await w.connect(a["sink_url"])
     sent = await _stream(w, t, pcm, slot, warm + n, 0, warm)
     await w.close()
     # Receiving: the server sends n + warm audio-sized messages; measure the last n.
-    r = WebSocket(max_message=4096, sink=counter)
+    r = WebSocket(counter, 4096)
     await r.connect(a["flood_url"])
-    await r.send_text("go")
+    await wsmsg.send(r, "go")
     total = warm + n
     m0 = 0
     t0 = ticks_ms()

@@ -1,6 +1,7 @@
 # wss:// scenarios (TLS with certificate verification), on CPython and the MicroPython unix port.
+import wsmsg
 from meerkat_rt import log, tls
-from meerkat_rt.ws import WebSocket, WebSocketError
+from meerkat_rt.ws import WebSocketError
 
 
 async def wss(a):
@@ -10,10 +11,10 @@ async def wss(a):
         ctx = None
         if a.get("ca") or a.get("insecure"):
             ctx = tls.context(ca_file=a.get("ca"), insecure=a.get("insecure", False))
-        w = WebSocket(max_message=2048, rx_size=512, tx_size=1024)
+        w = wsmsg.client(2048, rx_size=512, tx_size=1024)
         await w.connect(a["url"], tls=ctx, timeout_ms=5000)
-        await w.send_text("over tls")
-        echo = await w.recv(timeout_ms=5000)
+        await wsmsg.send(w, "over tls")
+        echo = await wsmsg.recv(w, timeout_ms=5000)
         await w.close()
         return {"echo": echo, "close_code": w.close_code, "log": lines}
     except (WebSocketError, ValueError, OSError) as e:

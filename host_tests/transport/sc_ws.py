@@ -2,8 +2,9 @@
 # (wscli.py). Each takes a dict of arguments and returns a JSON-able dict the test checks.
 import binascii
 
+import wsmsg
 from meerkat_rt.compat import sleep_ms, ticks_diff, ticks_ms
-from meerkat_rt.ws import WebSocket, WebSocketError
+from meerkat_rt.ws import BINARY, TEXT, WebSocketError
 
 
 def _text(n):
@@ -19,7 +20,7 @@ def _state(w, **extra):
 
 async def _send(w, data, binary=False):
     t0 = ticks_ms()
-    while not w.send_text_nowait(data, binary):
+    while not w.send_nowait(data, BINARY if binary else TEXT):
         assert w.open and ticks_diff(ticks_ms(), t0) < 5000, "cannot send"
         if not w.poll():
             await sleep_ms(1)
@@ -33,17 +34,17 @@ async def _run_for(w, ms):
 
 
 async def echo(a):
-    w = WebSocket()
+    w = wsmsg.client()
     await w.connect(a["url"])
     bad = []
     for n in (0, 1, 125, 126, 127, 1000, 4000):
         m = _text(n)
-        await w.send_text(m)
-        if await w.recv(timeout_ms=5000) != m:
+        await wsmsg.send(w, m)
+        if await wsmsg.recv(w, timeout_ms=5000) != m:
             bad.append(n)
     b = bytes(range(256))
     await _send(w, b, True)
-    if await w.recv(timeout_ms=5000) != b:
+    if await wsmsg.recv(w, timeout_ms=5000) != b:
         bad.append("binary")
     await w.close(1000, "done")
     return _state(w, bad=bad, frames_in=w.frames_in, frames_out=w.frames_out, bytes_out=w.bytes_out)
@@ -51,13 +52,13 @@ async def echo(a):
 
 async def recv_all(a):
     # Receive messages until the link closes; binary ones as hex. Then close if still open.
-    w = WebSocket(max_message=a.get("max", 16384))
+    w = wsmsg.client(a.get("max", 16384))
     await w.connect(a["url"])
     got = []
     error = None
     try:
         while len(got) < a.get("n", 100):
-            m = await w.recv(timeout_ms=5000)
+            m = await wsmsg.recv(w, timeout_ms=5000)
             if m is None:
                 break
             got.append(m if type(m) is str else "hex:" + binascii.hexlify(m).decode())
@@ -69,7 +70,7 @@ async def recv_all(a):
 
 
 async def connect_error(a):
-    w = WebSocket(max_message=1024)
+    w = wsmsg.client(1024)
     t0 = ticks_ms()
     try:
         await w.connect(a["url"], timeout_ms=a.get("timeout_ms", 5000))
@@ -80,7 +81,7 @@ async def connect_error(a):
 
 async def keepalive_ok(a):
     # A live server answers pings: the link stays up well past the keepalive timeout.
-    w = WebSocket(max_message=1024)
+    w = wsmsg.client(1024)
     await w.connect(a["url"])
     w.keepalive(50, 300)
     await _run_for(w, 800)
@@ -92,10 +93,10 @@ async def keepalive_ok(a):
 async def keepalive_dead(a):
     # The server reads but never answers. No ping may go out before keepalive() (the channel
     # calls it after channel.opened); after it, pings go out and the link is declared dead.
-    w = WebSocket(max_message=1024)
+    w = wsmsg.client(1024)
     await w.connect(a["url"])
     await _run_for(w, 300)
-    await w.send_text("keepalive on")
+    await wsmsg.send(w, "keepalive on")
     w.keepalive(60, 300)
     t0 = ticks_ms()
     await _run_for(w, 3000)
@@ -103,22 +104,22 @@ async def keepalive_dead(a):
 
 
 async def send_after_close(a):
-    w = WebSocket(max_message=1024)
+    w = wsmsg.client(1024)
     await w.connect(a["url"])
     await w.close(4001, "client bye")
     try:
-        await w.send_text("too late")
+        await wsmsg.send(w, "too late")
         err = None
     except WebSocketError as e:
         err = str(e)
-    return _state(w, error=err, can_send=w.can_send(), nowait=w.send_text_nowait("x"))
+    return _state(w, error=err, can_send=w.can_send(), nowait=w.send_nowait("x"))
 
 
 async def connect_cancelled(a):
     # A connect cancelled from outside (here by wait_for) leaves no socket behind.
     import asyncio
 
-    w = WebSocket(max_message=1024)
+    w = wsmsg.client(1024)
     try:
         await asyncio.wait_for(w.connect(a["url"], timeout_ms=5000), 0.3)
         return {"cancelled": False}

@@ -37,7 +37,11 @@ def test_open_channel_through_the_devserver(client, dev, transport):
 
 @pytest.mark.parametrize("transport", ["rpc", "rest"])
 def test_devserver_errors(client, dev, transport):
-    r = client.run("sc_boot", "fetch", settings=_settings(dev, transport, target={"type": "session_target", "session_id": "nope"}))
+    unknown = "019e0000-de00-7000-8000-000000000000"  # a well-formed id of no session there
+    r = client.run("sc_boot", "fetch", settings=_settings(dev, transport, target={"type": "session_target", "session_id": unknown}))
     assert (r.get("kind"), r.get("retryable")) == ("session_not_found", False), r
+    # Not a session id at all: the server's SessionId::parse refuses it as invalid params.
+    r = client.run("sc_boot", "fetch", settings=_settings(dev, transport, target={"type": "session_target", "session_id": "nope"}))
+    assert (r.get("kind"), r.get("retryable")) == ("invalid_params", False), r
     r = client.run("sc_boot", "fetch", settings=_settings(dev, transport, turning_mode="explicit_commit"))
     assert (r.get("kind"), r.get("retryable")) == ("turning_mode_unsupported", False), r

@@ -383,6 +383,8 @@ class Peers:
                 "supported_protocol_versions": ["2"], "default_protocol_version": "2", "capabilities": caps}
         if sid == "badinfo":
             del info["ws_url"]
+        if sid == "huge":  # a hostile or broken server: far more than any open_info
+            info["padding"] = "x" * 20000
         return info, None
 
     async def _rpc(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -14,7 +14,6 @@ from ..rpc import BootstrapError, JsonRpc, RpcError, bootstrap_error, endpoint, 
 from ..shapes import ProtocolError, loads
 from . import protocol
 
-_MAX_ANSWER = 8192  # REST: the whole HTTP answer
 _METHOD = "realtime/open_info"
 
 
@@ -55,7 +54,7 @@ async def fetch_open_info(settings, buf=None):
             finally:
                 client.close()
         else:
-            info = await _rest(host, port, path + "/" + _METHOD, params, where, timeout_ms)
+            info = await _rest(host, port, path + "/" + _METHOD, params, where, timeout_ms, buf if buf is not None else bytearray(4096))
         protocol.check_open_info(info)
     except Exception as e:  # classified: network, server refusal, bad or huge answer
         err = bootstrap_error(_METHOD, where, e)
@@ -84,9 +83,10 @@ def _rest_endpoint(rest):
     return host, port, path
 
 
-async def _rest(host, port, path, params, where, timeout_ms):
+async def _rest(host, port, path, params, where, timeout_ms, buf):
     body = json.dumps(params).encode()
     s = net.stream(await net.connect(host, port, timeout_ms))
+    n = 0
     try:
         req = (
             "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
@@ -99,19 +99,20 @@ async def _rest(host, port, path, params, where, timeout_ms):
                 req = req[k:]
             else:
                 await _wait(deadline, timeout_ms)
-        answer = b""
+        mv = memoryview(buf)
         while True:
-            data = s.read(512)
-            if data is None:
+            if n == len(buf):
+                raise OSError("the answer is longer than %d bytes" % len(buf))
+            k = s.readinto(mv[n:])
+            if k is None:
                 await _wait(deadline, timeout_ms)
                 continue
-            if not data:
+            if not k:
                 break
-            answer += data
-            if len(answer) > _MAX_ANSWER:
-                raise OSError("answer longer than %d bytes" % _MAX_ANSWER)
+            n += k
     finally:
         s.close()
+    answer = bytes(mv[:n])
     end = answer.find(b"\r\n\r\n")
     if end < 0:
         raise OSError("connection closed before the answer")

@@ -81,6 +81,7 @@ class Channel(WsChannel):
         self.provider = "ready"  # "ready", "reconnecting", "gone" (clean provider close)
         self.last_status: dict | None = None
         self.tool_calls = 0
+        self.tool_runs: list[tuple[float, float | None]] = []  # (start, end) of blocked loops
         self._pump: asyncio.Task | None = None
         self._reconnect: asyncio.Task | None = None
         self._outbox: asyncio.Queue | None = None  # observers only
@@ -102,6 +103,7 @@ class Channel(WsChannel):
             "status": dict(self.last_status) if self.last_status else None,
             "frames_in": self.frames_in,
             "tool_calls": self.tool_calls,
+            "tool_runs": list(self.tool_runs),
             "loop_blocked": not self._loop_free.is_set(),
         }
 
@@ -488,10 +490,14 @@ class Channel(WsChannel):
     def _block_loop(self) -> None:
         self._loop_free.clear()
         self.conn.hold()
+        self.tool_runs.append((time.monotonic(), None))
+        self.host.recorder.changed()
 
     def _unblock_loop(self) -> None:
+        self.tool_runs[-1] = (self.tool_runs[-1][0], time.monotonic())
         self._loop_free.set()
         self.conn.release()
+        self.host.recorder.changed()
 
     # -- provider session (reconnect cycle, errors) -------------------------------------
 

@@ -11,9 +11,6 @@ because its flags are what make the real wire awkward:
   new response and *suppresses* any `response.done` that arrives meanwhile (L1466-1483); any
   output delta, even a stale one of the cancelled reply, ends the wait (L1300-1305). So a late
   `response.done(cancelled)` is reported only if a stale delta came first.
-- `response_interrupt_emitted` is only cleared by the next `response.done`, so after a cancel
-  reported through `response.done` the next speech barge-in yields no `interrupted` (as the
-  code reads).
 - Typed turns in `provider_managed` queue `turn_started`, `input_transcript_partial`,
   `input_transcript_final`, `turn_committed` as pending events, which go out before the next
   provider event (L1846-1898, L2002-2004): they can precede a late `interrupted`.
@@ -174,6 +171,12 @@ class V2Adapter:
 
     # -- mapping (map_server_event) ---------------------------------------------------------
 
+    def _mark_output(self) -> None:
+        """mark_response_output_active: fresh output re-arms the interrupt latch."""
+        if not self.response_output_active:
+            self.response_interrupt_emitted = False
+        self.response_output_active = True
+
     def _progressed(self) -> None:
         self.awaiting_after_commit = False
         self.acknowledged_without_progress = False
@@ -219,17 +222,17 @@ class V2Adapter:
             return None
         if kind == "response.output_text.delta":
             self._progressed()
-            self.response_output_active = True
+            self._mark_output()
             return self._text_delta(event, event["delta"])
         if kind == "response.output_audio_transcript.delta":
             self._progressed()
-            self.response_output_active = True
+            self._mark_output()
             key = (event["item_id"], event["content_index"])
             self.pending_transcripts[key] = self.pending_transcripts.get(key, "") + event["delta"]
             return self._text_delta(event, event["delta"])
         if kind == "response.output_audio_transcript.done":
             self._progressed()
-            self.response_output_active = True
+            self._mark_output()
             seen = self.pending_transcripts.pop((event["item_id"], event["content_index"]), "")
             transcript = event["transcript"]
             if not transcript:
@@ -241,7 +244,7 @@ class V2Adapter:
             return None
         if kind == "response.output_audio.delta":
             self._progressed()
-            self.response_output_active = True
+            self._mark_output()
             return session_event("output_audio", data=event["delta"], response_id=event["response_id"],
                                  item_id=event["item_id"], content_index=event["content_index"])
         if kind == "response.function_call_arguments.done":

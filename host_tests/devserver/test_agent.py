@@ -252,6 +252,7 @@ def test_any_input_after_output_started_preempts(make_server, kind):
     ch, _ = connect(srv)
     ch.send_text("first question")
     ch.recv_event("output_audio_chunk")
+    srv.options.reply_speed = 0.0  # the next reply comes unpaced (this one is scheduled already)
     if kind == "audio":
         ch.send_audio(silence(40))  # even silence: the rule looks at no content
     else:
@@ -263,8 +264,7 @@ def test_any_input_after_output_started_preempts(make_server, kind):
         # The typed turn's synthetic events go out at once; `interrupted` only when the
         # provider's response.done(cancelled) arrives, after them (corrections 1).
         assert types[:4] == ["turn_started", "input_transcript_partial", "input_transcript_final", "turn_committed"]
-        # The new input starts the next turn, which completes normally (unpaced from here on).
-        srv.options.reply_speed = 0.0
+        # The new input starts the next turn, which completes normally.
         _, frames = ch.recv_event("turn_completed")
         assert "interrupted" not in event_types(frames)
         assert srv.items()[1]["state"] == "completed"
@@ -325,6 +325,7 @@ def test_truncate_within_generated_audio(make_server):
     ch, _ = connect(srv)
     ch.send_text("question")
     ch.recv_event("output_audio_chunk")
+    srv.options.reply_speed = 0.0  # for the next reply
     ch.send({"type": "channel.interrupt"})
     ch.recv_event("interrupted")
     item = srv.items()[0]
@@ -338,7 +339,6 @@ def test_truncate_within_generated_audio(make_server):
     assert list(event) == ["type", "item_id", "audio_played_ms", "truncated_text"]
     assert item["text_sent"] and FIXTURE_REPLY_TEXT.startswith(item["text_sent"])
     # The channel lives on.
-    srv.options.reply_speed = 0.0
     ch.send_text("next")
     ch.recv_event("turn_completed")
 

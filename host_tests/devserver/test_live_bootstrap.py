@@ -64,6 +64,23 @@ def test_both_surfaces_at_once_is_an_extension(make_server):
     assert srv.ws_url.split("/realtime")[0] != srv.live_ws_url.split("/live")[0]  # separate listeners
 
 
+def test_both_surfaces_keep_one_consumer_per_session(make_server):
+    from ._client import Channel, open_frame
+
+    srv = make_server(surface="both")
+    opened = live_open(srv)
+    info = rpc_open_info(srv)
+    ch = Channel(info["ws_url"])
+    ch.send(open_frame(info["open_token"]))
+    assert ch.recv()["code"] == "target_busy"
+    result(srv, "live/close", {"channel_id": opened["channel_id"]})
+    ch = Channel(rpc_open_info(srv)["ws_url"])
+    info = rpc_open_info(srv)
+    ch.send(open_frame(info["open_token"]))
+    assert ch.recv()["type"] == "channel.opened"
+    assert "already has an active live channel" in error(srv, "live/open", {"session_id": srv.session_id})["message"]
+
+
 @pytest.mark.parametrize(
     "params, message",
     [

@@ -143,6 +143,7 @@ def test_barge_in_by_server_vad(make_server):
     sock, _ = connect(srv)
     sock.send_text("tell me about Lisbon")
     first, _ = sock.recv_obs("assistant_audio_chunk")
+    srv.options.reply_speed = 0  # the next reply comes unpaced (this one is scheduled already)
     sock.stream_pcm(fixture_pcm("user_interrupt.wav"))
     interrupted, frames = sock.recv_obs("turn_interrupted")
     assert interrupted == {"observation": "turn_interrupted", "response_id": first["response_id"]}
@@ -152,7 +153,6 @@ def test_barge_in_by_server_vad(make_server):
     assert (cancelled["response_id"], cancelled["stop_reason"]) == (first["response_id"], "cancelled")
     # Audio of the cancelled response may still arrive after turn_interrupted; nothing of it
     # after its turn_completed.
-    srv.options.reply_speed = 0
     frames = until_completed(sock)
     assert all(f.get("response_id") != first["response_id"] for f in frames if "response_id" in f)
     assert "turn_interrupted" not in names(frames)
@@ -175,6 +175,7 @@ def test_live_interrupt(make_server):
     assert result(srv, "live/interrupt", {"channel_id": cid}) == {"status": "interrupted"}  # nothing active
     sock.send_text("talk to me")
     chunk, _ = sock.recv_obs("assistant_audio_chunk")
+    srv.options.reply_speed = 0
     result(srv, "live/interrupt", {"channel_id": cid})
     interrupted, _ = sock.recv_obs("turn_interrupted")
     assert interrupted["response_id"] == chunk["response_id"]
@@ -192,6 +193,7 @@ def test_truncate_pending_and_finished_items(make_server):
     cid = opened["channel_id"]
     sock.send_text("talk")
     chunk, _ = sock.recv_obs("assistant_audio_chunk")
+    srv.options.reply_speed = 0
     result(srv, "live/interrupt", {"channel_id": cid})
     sock.recv_until(lambda f: f.get("observation") == "turn_completed")
     item = srv.items()[0]
@@ -201,7 +203,6 @@ def test_truncate_pending_and_finished_items(make_server):
     # The whole pending transcript of the item, not a cut at the heard position.
     assert truncated == {"observation": "assistant_transcript_truncated", "provider_item_id": chunk["item_id"],
                          "content_index": 0, "response_id": chunk["response_id"], "text": item["text_sent"]}
-    srv.options.reply_speed = 0
     sock.send_text("finish this one")
     until_completed(sock)
     done_item = srv.items()[1]
@@ -244,6 +245,26 @@ def test_tool_call(make_server):
     assert frames[-1]["response_id"] != tool_turn["response_id"]
 
 
+@pytest.mark.parametrize("outcome", ["failed", "timed_out"])
+def test_tool_errors_have_no_continuation(make_server, outcome):
+    opts = dict(tool_call_every=1, tool_duration_ms=50)
+    if outcome == "failed":
+        opts["tool_outcome"] = "failed"
+    else:
+        opts.update(tool_duration_ms=400, live_tool_timeout_ms=100)
+    srv = make_server(surface="live", **opts)
+    sock, _ = connect(srv)
+    sock.send_text("use the tool")
+    sock.recv_obs("tool_call_requested")
+    assert sock.recv_until(lambda f: f.get("observation") == "turn_completed")[-1]["stop_reason"] == "tool_use"
+    srv.wait_for(lambda: srv.channels()[-1]["tool_results"] == 1)
+    sock.send_text("sync")  # a typed turn: its own reply follows; nothing came for the tool
+    frames = until_completed(sock)
+    seen = [n for n in names(frames) if n != "realtime_transcript"]  # the tool output item is observed
+    assert seen[:4] == ["status_changed", "status_changed", "user_transcript_final", "status_changed"]
+    assert len(srv.items()) == 1  # only the typed turn's reply was spoken
+
+
 def test_lossy_audio_lane_unit():
     """Control observations overtake queued audio; a full audio lane drops the new chunk."""
     import asyncio
@@ -260,22 +281,12 @@ def test_lossy_audio_lane_unit():
     asyncio.run(main())
 
 
-def test_slow_reader_loses_audio_not_control(make_server, tmp_path):
+def test_slow_reader_loses_audio_not_control(make_server):
     """A client that does not read: the server's writes block, its lossy audio lane overflows
     and drops chunks (only a server log line), while control observations all arrive."""
     import socket as socketlib
-    import struct
-    import wave
 
-    path = tmp_path / "long.wav"  # 120 s: more than the kernel buffers between us can hold
-    period = b"".join(struct.pack("<h", v) for v in (0, 6000, 9000, 6000, 0, -6000, -9000, -6000)) * 60
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(24000)
-        wav.writeframes(period * (120 * 48000 // len(period)))
-    srv = make_server(surface="live", audio_lane_capacity=4, chunk_profile="100-200", reply_wav=path,
-                      reply_text="a long reply")
+    srv = make_server(surface="live", audio_lane_capacity=4, chunk_profile="100-200", ws_send_buffer=8192)
     opened = result(srv, "live/open", {"session_id": srv.session_id})
     sock = LiveSocket(opened["transport"]["url"], sockopt=((socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096),))
     assert sock.recv() == {"observation": "ready"}
@@ -284,5 +295,5 @@ def test_slow_reader_loses_audio_not_control(make_server, tmp_path):
     frames = until_completed(sock, timeout=60)
     received = sum(len(base64.b64decode(f["data"])) for f in of(frames, "assistant_audio_chunk"))
     assert received < srv.items()[0]["sent_bytes"]
-    assert "".join(f["delta"] for f in of(frames, "assistant_transcript_delta")) == "a long reply"
+    assert "".join(f["delta"] for f in of(frames, "assistant_transcript_delta")) == REPLY_TEXT
     assert of(frames, "assistant_transcript_final")

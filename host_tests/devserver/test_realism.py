@@ -26,6 +26,7 @@ def test_typed_barge_in_interrupted_after_the_next_turn_committed(make_server):
     ch, _ = connect(srv)
     ch.send_text("first question")
     first, _ = ch.recv_event("output_audio_chunk")
+    srv.options.reply_speed = 0.0  # the next reply comes unpaced (this one is scheduled already)
     ch.send_text("second question")  # preempts: response.cancel, then the typed turn
     _, frames = ch.recv_event("interrupted")
     types = event_types(frames)
@@ -35,7 +36,6 @@ def test_typed_barge_in_interrupted_after_the_next_turn_committed(make_server):
     stale = chunk_items(frames[committed:])
     assert stale and set(stale) == {first["item_id"]}  # the cancelled reply's audio, after turn_committed
     assert "turn_completed" not in types
-    srv.options.reply_speed = 0.0
     _, frames = ch.recv_event("turn_completed")
     new = chunk_items(frames)
     assert new and first["item_id"] not in new  # the next reply comes in full, on a new item
@@ -67,11 +67,11 @@ def test_explicit_commit_typed_barge_in(make_server):
     ch.send_text("first")
     ch.send({"type": "channel.commit_turn"})
     first, _ = ch.recv_event("output_audio_chunk")
+    srv.options.reply_speed = 0.0
     ch.send_text("second")  # staged, not preemptive
     ch.send({"type": "channel.interrupt"})
     ch.send({"type": "channel.commit_turn"})
     _, frames = ch.recv_event("interrupted")
-    srv.options.reply_speed = 0.0
     _, after = ch.recv_event("turn_completed")
     types = event_types(frames + after)
     for absent in ("turn_started", "turn_committed", "input_transcript_partial", "input_transcript_final"):
@@ -90,6 +90,7 @@ def test_server_vad_barge_in(make_server):
     ch, _ = connect(srv)
     ch.send_text("tell me")
     first, _ = ch.recv_event("output_audio_chunk")
+    srv.options.reply_speed = 0.0
     ch.stream_audio(fixture_pcm("user_hello.wav"))
     _, frames = ch.recv_event("turn_committed")
     types = event_types(frames)
@@ -97,7 +98,6 @@ def test_server_vad_barge_in(make_server):
     for i, kind in enumerate(types):
         if kind == "interrupted":
             assert types[i + 1] == "turn_started"
-    srv.options.reply_speed = 0.0
     _, frames = ch.recv_event("turn_completed")
     items = chunk_items(frames)
     new = [i for i in items if i != first["item_id"]]

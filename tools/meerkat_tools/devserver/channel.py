@@ -223,9 +223,11 @@ class Channel(WsChannel):
         except OpenError as exc:
             return await self._reject(exc.code, exc.message)
         log.info("channel %d: token %s redeemed (%s)", self.id, token_prefix(grant.token), grant.role)
-        target = host.v2_target(grant.target)
+        session = host.v2_session(grant.target)
+        target = session.target
         self.target = target
-        if grant.role == "primary" and target.primary is not None:
+        live_bound = session.live is not None and session.live.is_open  # surface "both" only
+        if grant.role == "primary" and (target.primary is not None or live_bound):
             return await self._reject("target_busy", wire.OPEN_ERROR_MESSAGES["target_busy"])
         self.role, self.mode, self.policy, self.grant = (
             grant.role, grant.turning_mode, grant.reconnect_policy, grant)

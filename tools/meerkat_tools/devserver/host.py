@@ -100,13 +100,16 @@ class Host:
                 return session
         return None
 
-    def v2_target(self, target: dict) -> Target:
-        """The Target of a resolved v2 target dict (session_target or mob_member)."""
+    def v2_session(self, target: dict) -> Session:
+        """The Session of a resolved v2 target dict (session_target or mob_member)."""
         if target["type"] == "mob_member":
             session = self.mob_session(target["mob_id"], target["agent_identity"])
             assert session is not None
-            return session.target
-        return self.sessions[target["session_id"]].target
+            return session
+        return self.sessions[target["session_id"]]
+
+    def v2_target(self, target: dict) -> Target:
+        return self.v2_session(target).target
 
     def mint(self, role: str, mode: str, target: dict, policy: dict | None, channel_config: dict | None) -> Grant:
         modes = self.faults.grant_turning_modes

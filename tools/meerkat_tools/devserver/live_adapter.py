@@ -45,6 +45,7 @@ class LiveAdapter:
         on_tool_call: Callable[[str, str, object], None],
         on_terminal: Callable[[str], None],
         on_user_turn: Callable[[], None] = lambda: None,
+        on_drop: Callable[[], None] = lambda: None,
     ):
         self.provider = provider
         self.turning_mode = turning_mode
@@ -53,6 +54,7 @@ class LiveAdapter:
         self.on_tool_call = on_tool_call
         self.on_terminal = on_terminal
         self.on_user_turn = on_user_turn
+        self.on_drop = on_drop
         self.control: deque[dict] = deque()
         self.audio: deque[dict] = deque()
         self.audio_dropped = 0
@@ -83,6 +85,7 @@ class LiveAdapter:
             if len(self.audio) >= self.audio_capacity:
                 self.audio_dropped += 1
                 log.info("live adapter: audio lane full (%d): chunk dropped", self.audio_capacity)
+                self.on_drop()
                 return
             self.audio.append(observation)
         else:

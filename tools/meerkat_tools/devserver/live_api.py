@@ -136,7 +136,8 @@ class LiveApi:
         forced = faults.bootstrap_error
         if forced is not None:
             raise RpcError(forced[0], forced[1])
-        if session.live is not None and session.live.is_open:
+        if (session.live is not None and session.live.is_open) or session.target.primary is not None:
+            # (A v2 primary only exists with surface "both": one consumer per session.)
             raise RpcError(INVALID_PARAMS, f"session {session.session_id} already has an active live channel")
         if transport == "webrtc":
             raise RpcError(INVALID_PARAMS, "live transport webrtc is not configured")

@@ -57,6 +57,7 @@ class LiveChannel:
         self.end_reason: str | None = None
         self.socket: LiveSocket | None = None
         self.tool_calls = 0
+        self.tool_results = 0
         self.created = time.monotonic()
         self._tasks: set[asyncio.Task] = set()
         options = host.options
@@ -67,7 +68,7 @@ class LiveChannel:
         )
         self.adapter = LiveAdapter(
             self.provider, turning_mode, host.ids, options.audio_lane_capacity,
-            self._tool_call, self.terminate, self._user_turn,
+            self._tool_call, self.terminate, self._user_turn, host.recorder.changed,
         )
         self.provider.start()
 
@@ -83,6 +84,7 @@ class LiveChannel:
             "end_reason": self.end_reason,
             "audio_dropped": self.adapter.audio_dropped,
             "tool_calls": self.tool_calls,
+            "tool_results": self.tool_results,
             "frames_in": self.socket.frames_in if self.socket is not None else 0,
         }
 
@@ -110,24 +112,24 @@ class LiveChannel:
         self.spawn(self._run_tool(call_id, name))
 
     async def _run_tool(self, call_id: str, name: str) -> None:
+        """The runtime runs the tool server-side (the WebSocket keeps flowing meanwhile), then
+        submits its output: a success asks for the continuation response, an error does not."""
         opts, faults = self.host.options, self.host.faults
-        timeout_s = opts.live_tool_timeout_ms / 1000
-        if faults.tool_hang:
-            await asyncio.sleep(faults.tool_hang_for)
-            return
-        duration = opts.tool_duration_ms / 1000
-        if duration > timeout_s:
-            await asyncio.sleep(timeout_s)
-            if self.is_open:
-                self.adapter.submit_tool_error(call_id, f"tool {name} timed out after {opts.live_tool_timeout_ms} ms")
-            return
-        await asyncio.sleep(duration)
+        timeout_ms = opts.live_tool_timeout_ms
+        hang = faults.tool_hang
+        duration = faults.tool_hang_for if hang else opts.tool_duration_ms / 1000
+        timed_out = not hang and opts.tool_duration_ms > timeout_ms
+        await asyncio.sleep(timeout_ms / 1000 if timed_out else duration)
         if not self.is_open:
             return
-        if opts.tool_outcome == "failed":
+        if timed_out:
+            self.adapter.submit_tool_error(call_id, f"tool {name} timed out after {timeout_ms} ms")
+        elif opts.tool_outcome == "failed":
             self.adapter.submit_tool_error(call_id, f"tool {name} failed: devserver scripted failure")
         else:
             self.adapter.submit_tool_result(call_id, json.dumps(TOOL_RESULT))
+        self.tool_results += 1
+        self.host.recorder.changed()
 
     # -- ending -----------------------------------------------------------------------------
 

@@ -120,6 +120,7 @@ class ServerOptions:
     ws_max_frame: int = 16 << 20
     live_ws_max_message: int = 2 << 20  # live: 2 MiB message and frame
     ws_recv_buffer: int | None = None  # SO_RCVBUF of the WS listeners (smaller: backpressure sooner)
+    ws_send_buffer: int | None = None  # SO_SNDBUF of the WS listeners (smaller: our writes block sooner)
     keep_frames: int = 200_000  # recorded frames kept in memory (per direction)
     faults: Faults = field(default_factory=Faults)
 

@@ -77,7 +77,8 @@ class DevServer:
         self._rpc_addr = rpc.sockets[0].getsockname()[:2]
         listening = [f"rpc {hostport(*self._rpc_addr)}"]
         if opts.serves_v2:
-            ws = await self._listen(self.host.handle_ws, family, address, opts.ws_port, rcvbuf=opts.ws_recv_buffer)
+            ws = await self._listen(self.host.handle_ws, family, address, opts.ws_port, rcvbuf=opts.ws_recv_buffer,
+                                    sndbuf=opts.ws_send_buffer)
             self._ws_addr = ws.sockets[0].getsockname()[:2]
             self.host.ws_url = f"ws://{hostport(*self._ws_addr)}{wire.WS_PATH}"
             handler = rest_handler(lambda: self._rpc_addr, lambda: self.faults.rest_rpc_unreachable)
@@ -86,7 +87,7 @@ class DevServer:
             listening += [f"rest {self.rest_url}", f"v2 ws {self.ws_url}"]
         if opts.serves_live:
             live = await self._listen(self.host.handle_live_ws, family, address, opts.live_ws_port,
-                                      rcvbuf=opts.ws_recv_buffer)
+                                      rcvbuf=opts.ws_recv_buffer, sndbuf=opts.ws_send_buffer)
             self._live_addr = live.sockets[0].getsockname()[:2]
             self.host.live_ws_base = f"{opts.live_ws_scheme}://{hostport(*self._live_addr)}"
             listening.append(f"live ws {self.live_ws_url}")
@@ -108,11 +109,14 @@ class DevServer:
         port: int,
         limit: int = 1 << 16,
         rcvbuf: int | None = None,
+        sndbuf: int | None = None,
     ) -> asyncio.base_events.Server:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if rcvbuf:
+        if rcvbuf:  # accepted sockets inherit the listener's buffer sizes
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if sndbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         sock.bind((address, port))
         sock.listen(64)
         sock.setblocking(False)

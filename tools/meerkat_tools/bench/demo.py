@@ -136,7 +136,8 @@ def _run(
     out: dict[str, Any] = {"heap": heap, "completed": False, "probe": probe}
     spk_wav = work / "speaker.wav"
     index = json.loads((paths.FIXTURES / "index.json").read_text())
-    with DevServer.running(ServerOptions()) as srv:
+    # The item_id extension on, as meerkat-sim runs it: the demo's barge-in ends in a truncate.
+    with DevServer.running(ServerOptions(item_ids=True)) as srv:
         cfg = {
             "server": {"rpc": "%s:%d" % srv.rpc_address},
             "target": srv.target,

@@ -98,3 +98,47 @@ def test_command_refuses_bad_options(tmp_path, args, message):
     assert proc.returncode == 2
     assert out == ""
     assert message in err
+
+
+@pytest.mark.parametrize("surface", [None, "both"])
+def test_command_live_and_both_surfaces(surface):
+    args = ["--reply-speed", "0", "--reply-latency-ms", "0", "--mob-member", "crew/navigator"]
+    if surface:
+        args += ["--surface", surface]
+    proc = start(*args)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        expected = ["surface", "rpc", "live_ws", "session_id", "mob_member", "mob_session_id"]
+        if surface == "both":
+            expected[2:2] = ["rest", "ws_url"]
+        assert list(ready) == expected
+        assert ready["surface"] == (surface or "live")  # live is the default: today's Meerkat
+        assert ready["live_ws"].startswith("ws://127.0.0.1:") and ready["live_ws"].endswith("/live/ws")
+        assert ready["mob_member"] == "crew/navigator"
+        host, port = ready["rpc"].rsplit(":", 1)
+        client = RpcClient((host, int(port)))
+        opened = client.request("live/open", {"session_id": ready["session_id"]})["result"]
+        v2 = client.request("realtime/capabilities", {"target": {"type": "session_target",
+                                                                  "session_id": ready["session_id"]}})
+        client.close()
+        assert ("result" in v2) == (surface == "both")
+        from ._live_client import LiveSocket
+
+        sock = LiveSocket(opened["transport"]["url"])
+        assert sock.recv() == {"observation": "ready"}
+        sock.send_text("hello")
+        sock.recv_obs("turn_completed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert opened["transport"]["token"] not in err  # tokens are never logged in full
+
+
+def test_help_documents_surfaces_and_defaults():
+    proc = subprocess.run(command() + ["--help"], capture_output=True, text=True, timeout=20,
+                          env=dict(os.environ, PYTHONPATH=str(REPO / "tools")))
+    assert proc.returncode == 0
+    for text in ("--surface", "{live,v2,both}", "--item-ids", "EXTENSION", "--chunk-ms", "500-2000",
+                 "--cancel-latency-ms", "--tool-every", "--live-terminal", "--token-fault", "--ready-delay"):
+        assert text in proc.stdout, text

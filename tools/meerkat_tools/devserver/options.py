@@ -21,7 +21,7 @@ DEFAULT_SESSION_ID = "019e0000-de00-7000-8000-00000000d3f5"
 DEFAULT_MOB_SESSION_ID = "019e0000-de00-7000-8000-0000000b0b01"
 DEFAULT_REALM = "devserver"
 SURFACES = ("live", "v2", "both")
-DEFAULT_SURFACE = "v2"  # flipped to "live" in a separate commit
+DEFAULT_SURFACE = "live"  # today's Meerkat (0.6.5 onwards); v2 lived only in 0.6.0-0.6.4
 TOOL_OUTCOMES = ("completed", "failed")
 LIVE_TERMINAL_MODES = ("drop", "publish")
 

@@ -85,6 +85,7 @@ class WsConnection:
         self._free = asyncio.Event()  # cleared while the server's loop is blocked
         self._free.set()
         self.read_error: str | None = None
+        self._reading = False
         self._eof = False
         self._lock = asyncio.Lock()
         self._ended = asyncio.Event()
@@ -180,10 +181,13 @@ class WsConnection:
         return Message(kind, bytes(frame.data))
 
     async def _read(self) -> bytes:
+        self._reading = True
         try:
             return await self.reader.read(READ_SIZE)
         except (ConnectionError, OSError):
             return b""
+        finally:
+            self._reading = False
 
     async def _wait_unpaused(self) -> None:
         while True:
@@ -293,6 +297,11 @@ class WsConnection:
                 except (ConnectionLost, OSError, RuntimeError):
                     pass
         self.dropped = True
+        if self._reading:
+            # Another coroutine is in recv(): it reads (and ends on) whatever comes; the socket
+            # goes after a moment in any case.
+            asyncio.get_running_loop().call_later(0.5, self._close_transport)
+            return
         try:
             # Read and discard (the client's Close reply) so closing does not reset the
             # connection before the client read our Close frame.

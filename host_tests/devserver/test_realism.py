@@ -209,3 +209,22 @@ def test_close_1008_does_not_wait_for_the_client(srv):
     assert json.loads(frames[1][1]) == {"type": "channel.closed", "reason": "invalid_frame"}
     assert frames[2][1] == (1008).to_bytes(2, "big") + b"invalid_frame"
     sock.close()
+
+
+def test_a_late_cancelled_completion_ends_the_next_turns_phase(make_server):
+    """After a typed barge-in, the cancelled reply's late turn_completed(cancelled) (not sent)
+    ends the product-turn phase of the *new* turn, so input during the new reply does not
+    preempt it (the v0.6.2 phase machine; reference 5.3)."""
+    srv = make_server(**STALE)
+    ch, _ = connect(srv)
+    ch.send_text("first")
+    ch.recv_event("output_audio_chunk")
+    srv.options.reply_speed = 8.0  # the second reply: still streaming for about a second
+    ch.send_text("second")
+    ch.recv_event("interrupted")
+    ch.recv_event("output_audio_chunk")
+    assert srv.channels()[0]["phase"] == "idle"
+    ch.send_audio(b"\x00\x00" * 960)  # input during the second reply: not preemptive now
+    _, frames = ch.recv_event("turn_completed", timeout=20)
+    assert "interrupted" not in event_types(frames)
+    assert [i["state"] for i in srv.items()] == ["interrupted", "completed"]

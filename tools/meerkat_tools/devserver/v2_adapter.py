@@ -315,7 +315,7 @@ def stop_reason_of(response: dict, observed_tool_call: bool) -> str:
     if status == "cancelled":
         return "cancelled"
     if status == "incomplete":
-        reason = (response.get("status_details") or {}).get("reason")
+        reason = (response.get("status_details") or {}).get("reason") or ""
         return {"max_output_tokens": "max_tokens", "content_filter": "content_filter"}.get(reason, "end_turn")
     return "end_turn"
 

@@ -105,7 +105,10 @@ class Faults:
             raise ValueError(f"token_fault must be one of {TOKEN_FAULTS}")
 
     def consume(self, name: str) -> None:
-        """A fault fired: disarm it unless faults repeat."""
+        """A fault fired: disarm it unless faults repeat (a count always counts down)."""
+        if name == "backpressure_inputs":
+            self.backpressure_inputs = max(0, self.backpressure_inputs - 1)
+            return
         if self.repeat:
             return
         if name == "inject_at":
@@ -118,8 +121,6 @@ class Faults:
             self.open_delay = 0.0
         elif name == "ready_delay":
             self.ready_delay = 0.0
-        elif name == "backpressure_inputs":
-            self.backpressure_inputs = max(0, self.backpressure_inputs - 1)
         else:
             setattr(self, name, None)
 

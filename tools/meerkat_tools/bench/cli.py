@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 UPLINK = HERE / "mp_uplink.py"
 DOWNLINK = HERE / "mp_downlink.py"
 FRAMES_MS = (20, 40, 100)
-CHUNKS_MS = (20, 100, 200)
+CHUNKS_MS = (20, 200, 1000)  # protocol v2 forwards OpenAI's deltas unchanged: 1 s happens
 CPU_HEAP = "220K"  # 110wK: the 64-bit unix port's equivalent of a 110 KB ESP32 heap for objects
 ALLOC_HEAP = "16M"  # the allocation pass runs with the GC off: room for a peer's garbage
 TARGET_WIRE_RATIO = 1.37
@@ -103,7 +103,7 @@ class Bench:
 
     def uplink(self, sink: LoopbackPeer, build: Path, peer_set: dict[str, peers.Peer]) -> dict:
         a = self.args
-        impls: dict[str, list[Path | str]] = {"meerkat": [], "naive": []}
+        impls: dict[str, list[Path | str]] = {"meerkat": [], "meerkat-live": [], "naive": []}
         for name, p in peer_set.items():
             if p.error is None:
                 impls[name] = list(p.path)
@@ -145,7 +145,7 @@ class Bench:
                         continue
                     d["wire_bytes_per_frame"] = round(conn.received / row["frames_sent"], 1)
                     d["wire_ratio"] = round(conn.received / row["frames_sent"] / (ms * 48), 4)
-                    check = check_uplink_stream(bytes(conn.head), ms * 48)
+                    check = check_uplink_stream(bytes(conn.head), ms * 48, binary=name == "meerkat-live")
                     d["frames_valid"] = check["ok"]
                     if not check["ok"]:
                         d["frames_problems"] = check["problems"]
@@ -157,7 +157,7 @@ class Bench:
             row = out[str(ms)]
             ours = row.get("meerkat", {})
             others = {
-                n: r["cpu_us_per_audio_s"] for n, r in row.items() if n != "meerkat" and "cpu_us_per_audio_s" in r and not r.get("error")
+                n: r["cpu_us_per_audio_s"] for n, r in row.items() if not n.startswith("meerkat") and "cpu_us_per_audio_s" in r and not r.get("error")
             }
             pypi = {n: v for n, v in others.items() if n != "naive"}
             entry: dict[str, Any] = {}
@@ -173,19 +173,23 @@ class Bench:
                     entry["best_pypi_client"] = bp
                     entry["cpu_ratio_best_pypi_client"] = round(pypi[bp] / ours["cpu_us_per_audio_s"], 2)
                 sends = {
-                    n: r["send_us_per_audio_s"] for n, r in row.items() if n != "meerkat" and "send_us_per_audio_s" in r and not r.get("error")
+                    n: r["send_us_per_audio_s"] for n, r in row.items() if not n.startswith("meerkat") and "send_us_per_audio_s" in r and not r.get("error")
                 }
                 if sends and ours.get("send_us_per_audio_s"):
                     bs = min(sends, key=lambda n: sends[n])
                     entry["best_send_path"] = bs
                     entry["send_ratio"] = round(sends[bs] / ours["send_us_per_audio_s"], 2)
+                live = row.get("meerkat-live", {})
+                if live.get("cpu_us_per_audio_s"):
+                    entry["live_cpu_ratio_best_peer"] = round(others[best] / live["cpu_us_per_audio_s"], 2)
+                    entry["live_cpu_ratio_v2"] = round(ours["cpu_us_per_audio_s"] / live["cpu_us_per_audio_s"], 2)
             ratios[str(ms)] = entry
         return {"frames_ms": list(FRAMES_MS), "results": out, "ratios": ratios, "heap": {"cpu": CPU_HEAP, "alloc": ALLOC_HEAP}}
 
     def downlink(self, sink: LoopbackPeer, build: Path) -> dict:
         a = self.args
         out: dict[str, dict] = {str(ms): {} for ms in CHUNKS_MS}
-        for name in ("meerkat", "naive"):
+        for name in ("meerkat", "meerkat-live", "naive"):
             self.log(f"downlink: {name}")
             base = {
                 "impl": name,
@@ -196,8 +200,9 @@ class Bench:
                 "warmup": 3 if a.quick else 5,
                 "alloc_messages": 5 if a.quick else 20,
             }
-            rows = self.mp_json(DOWNLINK, dict(base, cpu=True, alloc=False, tag="cpu"), [build], CPU_HEAP, 600)
-            rows += self.mp_json(DOWNLINK, dict(base, cpu=False, alloc=True, tag="alloc"), [build], ALLOC_HEAP, 600)
+            path = [build, paths.FAKES]  # the naive path's whole-message sink (wsmsg)
+            rows = self.mp_json(DOWNLINK, dict(base, cpu=True, alloc=False, tag="cpu"), path, CPU_HEAP, 600)
+            rows += self.mp_json(DOWNLINK, dict(base, cpu=False, alloc=True, tag="alloc"), path, ALLOC_HEAP, 600)
             for row in rows:
                 ms = row.get("chunk_ms")
                 targets = [ms] if ms is not None else list(CHUNKS_MS)
@@ -213,6 +218,9 @@ class Bench:
             o, n = out[str(ms)].get("meerkat", {}), out[str(ms)].get("naive", {})
             if o.get("cpu_us_per_audio_s") and n.get("cpu_us_per_audio_s"):
                 ratios[str(ms)] = round(n["cpu_us_per_audio_s"] / o["cpu_us_per_audio_s"], 2)
+            live = out[str(ms)].get("meerkat-live", {})
+            if live.get("cpu_us_per_audio_s") and n.get("cpu_us_per_audio_s"):
+                ratios[str(ms) + "_live"] = round(n["cpu_us_per_audio_s"] / live["cpu_us_per_audio_s"], 2)
         return {"chunks_ms": list(CHUNKS_MS), "results": out, "cpu_ratio_naive_over_ours": ratios, "heap": {"cpu": CPU_HEAP, "alloc": ALLOC_HEAP}}
 
     def wire(self, up: dict) -> dict:
@@ -231,7 +239,18 @@ class Bench:
                 "expected_bytes_per_frame": expected,
                 "breakdown": {"ws_header": sizes["header"](fb), "json_prefix": sizes["prefix"], "base64": fb * 4 // 3, "json_suffix": sizes["suffix"]},
             }
-        out["method"] = "WebSocket frame bytes (header + JSON envelope + base64) the loopback peer received per frame / PCM bytes per frame"
+            live = up["results"][str(ms)].get("meerkat-live", {})
+            live_header = 2 + 4 + (0 if fb < 126 else 2 if fb < 65536 else 8)
+            out[str(ms)]["live"] = {
+                "ratio": live.get("wire_ratio"),
+                "bytes_per_frame": live.get("wire_bytes_per_frame"),
+                "expected_bytes_per_frame": live_header + fb,
+                "breakdown": {"ws_header": live_header, "pcm": fb},
+            }
+        out["method"] = (
+            "WebSocket frame bytes the loopback peer received per frame / PCM bytes per frame: protocol v2 "
+            "(header + JSON envelope + base64), live (header + raw PCM in a binary frame)"
+        )
         return out
 
     def memory(self, build: Path) -> dict:

@@ -6,7 +6,8 @@ handshake), and that either drains what the client sends or streams server frame
                                the first 256 KB are kept to check the frames afterwards
     /down/<id>?ms=M&n=N        answer the upgrade, then send N output_audio_chunk messages of
                                M ms each (unmasked server frames, back to back, as fast as the
-                               socket takes them), then drain until EOF
+                               socket takes them), then drain until EOF; &surface=live: the
+                               live surface's assistant_audio_chunk observations instead
 
 Each connection runs in its own thread of the benchmark's (host) process, so the drain costs
 the MicroPython process nothing but the socket writes it would do anyway.
@@ -42,6 +43,22 @@ def audio_chunk_message(ms: int, seq: int, rng: random.Random) -> bytes:
         "chunk": dict(wire.audio_format(), data=base64.b64encode(pcm).decode("ascii")),
     }
     return wire.dumps(wire.event_frame(event)).encode()
+
+
+def live_audio_message(ms: int, seq: int, rng: random.Random) -> bytes:
+    """One assistant_audio_chunk observation as Meerkat's live surface sends it (data first,
+    the ids after it)."""
+    pcm = bytes(rng.getrandbits(8) for _ in range(ms * 48))
+    obs = {
+        "observation": "assistant_audio_chunk",
+        "data": base64.b64encode(pcm).decode("ascii"),
+        "sample_rate_hz": 24000,
+        "channels": 1,
+        "response_id": "resp_1",
+        "item_id": "item_1",
+        "content_index": 0,
+    }
+    return json.dumps(obs, separators=(",", ":")).encode()
 
 
 def server_frame(payload: bytes, opcode: int = 1) -> bytes:
@@ -149,7 +166,8 @@ class LoopbackPeer:
                 ms = int(q.get("ms", ["40"])[0])
                 n = int(q.get("n", ["10"])[0])
                 rng = random.Random(ms)
-                frames = [server_frame(audio_chunk_message(ms, i, rng)) for i in range(4)]
+                message = live_audio_message if q.get("surface", ["v2"])[0] == "live" else audio_chunk_message
+                frames = [server_frame(message(ms, i, rng)) for i in range(4)]
                 for i in range(n):
                     f = frames[i % len(frames)]
                     conn.sendall(f)
@@ -215,19 +233,27 @@ def parse_client_frames(data: bytes) -> tuple[list[tuple], int]:
     return out, len(data) - i
 
 
-def check_uplink_stream(data: bytes, frame_bytes: int) -> dict:
+def check_uplink_stream(data: bytes, frame_bytes: int, binary: bool = False) -> dict:
     """Validate the first frames a client sent: masked text frames carrying a channel.input audio
-    chunk of frame_bytes of PCM, with varying mask keys. Returns a small report."""
+    chunk of frame_bytes of PCM (protocol v2), or masked binary frames of frame_bytes of raw PCM
+    (the live surface), with varying mask keys. Returns a small report."""
     frames, _ = parse_client_frames(bytes(data))
     report: dict = {"frames_checked": 0, "ok": True, "problems": []}
     keys = set()
     for opcode, size, payload, masked, key in frames[:50]:
         report["frames_checked"] += 1
-        if opcode != 1 or not masked:
+        if opcode != (2 if binary else 1) or not masked:
             report["ok"] = False
             report["problems"].append(f"opcode {opcode}, masked {masked}")
             break
         keys.add(bytes(key))
+        if binary:
+            if len(payload) != frame_bytes:
+                report["ok"] = False
+                report["problems"].append(f"frame {report['frames_checked']}: {len(payload)} bytes")
+                break
+            report.setdefault("frame_wire_bytes", size)
+            continue
         try:
             msg = json.loads(payload)
             chunk = msg["chunk"]

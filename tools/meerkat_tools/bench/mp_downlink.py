@@ -2,7 +2,7 @@
 #
 #   micropython -X heapsize=220K mp_downlink.py spec.json
 #
-# spec: {"impl": "meerkat" | "naive", "url": "ws://127.0.0.1:P/down/", "chunks_ms": [20, 100, 200],
+# spec: {"impl": "meerkat" | "meerkat-live" | "naive", "url": "ws://127.0.0.1:P/down/", "chunks_ms": [20, 200, 1000],
 #        "audio_s": 30, "repeats": 5, "warmup": 5, "alloc_messages": 20, "cpu": bool,
 #        "alloc": bool, "tag": "cpu"}   (a CPU pass is audio_s seconds of audio, >= 10 messages)
 # The host's loopback peer streams output_audio_chunk messages (exactly the development server's
@@ -32,23 +32,43 @@ class NullI2S:
         return flags
 
 
-class Chan:
-    """The channel's side of the Downlink: every chunk wanted, nothing else to do."""
+class Turns:
+    """The ledger's side of the Downlink: every chunk wanted, nothing else to do."""
 
-    def on_audio(self, item_id, content_index):
+    barge_ins = 0
+
+    def early(self):
+        return 1  # WANT
+
+    def assumed(self):
+        return "item_1"
+
+    def on_audio(self, item_id, content_index, response_id):
         return True
 
-    def audio_done(self, item_id, ms):
+    def audio_done(self, nbytes):
         pass
 
-    def on_frame(self, frame):
+    def stale_played(self):
         pass
+
+
+def _on_frame(frame):
+    pass
 
 
 class Meerkat:
     """ws.poll() -> frame parser -> Downlink.feed (skeleton assembled, data located, skeleton
     compared with the cached one) -> Player.feed_b64 (viper base64 decode straight into the PCM
-    ring) -> Player.commit_chunk."""
+    ring; a chunk bigger than the ring streams through it) -> Player.commit_chunk. The ring is
+    a no-PSRAM board's (300 ms), whatever the chunk size."""
+
+    surface = "v2"
+
+    def codec(self):
+        from meerkat_rt.v2 import protocol
+
+        return protocol
 
     def setup(self, ms, url):
         import asyncio
@@ -57,9 +77,9 @@ class Meerkat:
         from meerkat_rt.playback import POLL, Player
         from meerkat_rt.ws import WebSocket
 
-        self.player = Player(NullI2S(), capacity=bytearray(max(9600, 2 * ms * 48) + 4096), mode=POLL)
-        self.down = Downlink(self.player, Chan())
-        self.ws = WebSocket(16384, rx_size=1024, tx_size=256, sink=self.down)
+        self.player = Player(NullI2S(), capacity=bytearray(14400), mode=POLL)
+        self.down = Downlink(self.player, self.codec(), _on_frame, Turns(), bytearray(8192))
+        self.ws = WebSocket(self.down, 8192, rx_size=1024, tx_size=256)
         asyncio.run(self.ws.connect(url))
 
     def make_space(self):
@@ -70,6 +90,10 @@ class Meerkat:
         return self.down.audio_chunks
 
     def step(self):
+        # A chunk bigger than the ring streams through it: the speaker must take what was made
+        # playable meanwhile (the device's pump polls the player on every pass).
+        if self.player.space() < 1024:
+            self.make_space()
         return self.ws.poll()
 
     def finish(self):
@@ -79,18 +103,31 @@ class Meerkat:
         self.ws.abort()
 
 
+class MeerkatLive(Meerkat):
+    """The same path with the live surface's codec: assistant_audio_chunk, data before the ids."""
+
+    surface = "live"
+
+    def codec(self):
+        from meerkat_rt.live import protocol
+
+        return protocol
+
+
 class Naive:
-    """The same ws.poll() into the default sink (MessageBuffer: the whole message assembled),
-    then what an application does with it: take() (the text as a str), json.loads,
+    """The same ws.poll() into a sink that assembles whole messages (MessageBuffer), then what an
+    application does with it: take() (the text as a str), json.loads,
     binascii.a2b_base64(chunk["data"]), and a copy into the PCM buffer."""
+
+    surface = "v2"
 
     def setup(self, ms, url):
         import asyncio
 
-        from meerkat_rt.ws import WebSocket
+        import wsmsg
 
-        self.pcm = bytearray(2 * ms * 48 + 4096)
-        self.ws = WebSocket(16384, rx_size=1024, tx_size=256)
+        self.pcm = bytearray(ms * 48 + 4096)
+        self.ws = wsmsg.client(ms * 64 + 1024, rx_size=1024, tx_size=256)
         asyncio.run(self.ws.connect(url))
         self.n = 0
 
@@ -117,7 +154,7 @@ class Naive:
         self.ws.abort()
 
 
-IMPLS = {"meerkat": Meerkat, "naive": Naive}
+IMPLS = {"meerkat": Meerkat, "meerkat-live": MeerkatLive, "naive": Naive}
 
 
 def run_pass(impl, n, alloc=False):
@@ -157,7 +194,7 @@ def bench(name, spec, ms):
     total = spec["warmup"] + (spec["repeats"] * messages if cpu else 0)
     total += spec["alloc_messages"] + 1 if spec.get("alloc", True) else 0
     try:
-        impl.setup(ms, spec["url"] + "%s-%d-%s?ms=%d&n=%d" % (name, ms, spec.get("tag", "x"), ms, total + 4))
+        impl.setup(ms, spec["url"] + "%s-%d-%s?ms=%d&n=%d&surface=%s" % (name, ms, spec.get("tag", "x"), ms, total + 4, impl.surface))
         run_pass(impl, spec["warmup"])
         if cpu:
             runs = []
@@ -183,7 +220,7 @@ def bench(name, spec, ms):
                 gc.enable()
             out["alloc_messages"] = spec["alloc_messages"]
             out["alloc_bytes_per_message"] = nbytes / spec["alloc_messages"]
-        if name == "meerkat":
+        if name.startswith("meerkat"):
             out["chunks"] = impl.down.audio_chunks
             out["dropped"] = impl.down.dropped
             out["pcm_bytes"] = impl.player.bytes

@@ -79,44 +79,50 @@ class Null:
 
 
 class Meerkat:
-    """Our path: Capture (readinto 10 ms blocks into the staging buffer, copy into the frame,
-    level) -> FrameRing.push_pcm (viper base64 into the slot) -> ws.begin_text / put(prefix) /
-    put(slot) / put(suffix) / end_frame (header, fresh mask key, viper mask-copy) -> ws.poll()
-    until the socket took the frame (the channel's _send_audio, minus its state checks)."""
+    """Our protocol v2 path: Capture (readinto 10 ms blocks into the staging buffer, copy into
+    the frame, level) -> FrameRing.push_pcm (viper base64 into the slot) -> ws.begin / put(prefix)
+    / put(slot) / put(suffix) / end_frame (header, fresh mask key, viper mask-copy) -> ws.poll()
+    until the socket took the frame (v2.backend.send_audio, minus the link's state checks)."""
 
     is_async = False
+    codec = "base64"
 
     def setup(self, fb, url):
         import asyncio
 
-        from meerkat_rt import protocol
         from meerkat_rt.capture import Capture
         from meerkat_rt.ring import FrameRing
         from meerkat_rt.ws import WebSocket
 
-        self.ring = FrameRing(4, fb)
+        self.ring = FrameRing(4, fb, codec=self.codec)
         self.cap = Capture(MIC, self.ring, None, bits=16)
-        self.t = protocol.AudioInputTemplate()
-        n = self.ring.slot_len
-        self.n = n
-        self.ws = WebSocket(1024, rx_size=1024, tx_size=self.t.frame_len(n) + 16, sink=_Sink())
+        self.template()
+        self.ws = WebSocket(_Sink(), 1024, rx_size=1024, tx_size=self.ring.slot_len + 256)
         asyncio.run(self.ws.connect(url))
         self.sent = 0
         self.spins = 0
 
+    def template(self):
+        from meerkat_rt.v2 import protocol
+
+        self.t = protocol.AudioInputTemplate()
+
     def build(self):
         self.cap.poll(0)
+
+    def frame(self, ring, ws, i):
+        t = self.t
+        n = ring.slot_len
+        ws.begin(t.frame_len(n))
+        ws.put(t.prefix, 0, len(t.prefix))
+        ws.put(ring.slot_buffer, ring.slot_offset(i), n)
+        ws.put(t.suffix, 0, len(t.suffix))
+        ws.end_frame()
 
     def send(self):
         ring = self.ring
         ws = self.ws
-        t = self.t
-        i = ring.peek()
-        ws.begin_text(t.frame_len(self.n))
-        ws.put(t.prefix, 0, len(t.prefix))
-        ws.put(ring.slot_buffer, ring.slot_offset(i), self.n)
-        ws.put(t.suffix, 0, len(t.suffix))
-        ws.end_frame()
+        self.frame(ring, ws, ring.peek())
         ring.mark_sent()
         ws.poll()
         while not ws.can_send():
@@ -128,7 +134,29 @@ class Meerkat:
         self.ws.abort()
 
 
+class MeerkatLive(Meerkat):
+    """Our live-surface path: the same capture into a ring of raw PCM slots (no base64), then
+    one binary frame straight from the slot: ws.begin(n, BINARY) / put(slot) / end_frame
+    (live.backend.send_audio)."""
+
+    codec = "pcm"
+
+    def template(self):
+        from meerkat_rt.ws import BINARY
+
+        self.op = BINARY
+
+    def frame(self, ring, ws, i):
+        n = ring.slot_len
+        ws.begin(n, self.op)
+        ws.put(ring.slot_buffer, ring.slot_offset(i), n)
+        ws.end_frame()
+
+
 class _Sink:
+    def hold(self):
+        return False
+
     def feed(self, buf, off, n, first, last, is_text):
         pass
 
@@ -277,6 +305,7 @@ class MpWebsocket(_Builder):
 IMPLS = {
     "null": Null,
     "meerkat": Meerkat,
+    "meerkat-live": MeerkatLive,
     "naive": Naive,
     "chumicro-websockets": Chumicro,
     "micropython-async-websocket-client": AsyncClient,
@@ -389,7 +418,7 @@ def bench(name, spec, frame_ms):
         out["frames_sent"] = impl.sent
         if hasattr(impl, "spins"):
             out["spins"] = impl.spins
-        if name == "meerkat":
+        if name.startswith("meerkat"):
             out["ws_bytes_out"] = impl.ws.bytes_out
             out["ws_frames_out"] = impl.ws.frames_out
     except Exception as exc:  # a peer that cannot run here: report it, go on

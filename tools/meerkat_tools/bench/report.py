@@ -14,13 +14,14 @@ PEER_FUNCTIONS = {
 }
 
 TARGET_WIRE = 1.37
+TARGET_WIRE_LIVE = 1.01  # the live surface: raw PCM in binary frames
 TARGET_CPU = 10.0
 DEVICE_HEAP_K = 110
 
 
 def envelope_sizes() -> dict:
     """Bytes around the base64 of one uplink frame, from the firmware's own template."""
-    from meerkat_rt import protocol  # type: ignore[import-not-found]  # the firmware package, installed beside the tools
+    from meerkat_rt.v2 import protocol  # type: ignore[import-not-found]  # the firmware package, installed beside the tools
 
     t = protocol.AudioInputTemplate()
 
@@ -54,14 +55,21 @@ def targets(r: dict) -> list[dict]:
     out = []
     # 1. Zero allocation per uplink frame and per downlink chunk.
     up = {ms: _get(r, "uplink", "results", ms, "meerkat", "alloc_bytes_per_frame") for ms in ("20", "40", "100")}
-    down = {ms: _get(r, "downlink", "results", ms, "meerkat", "alloc_bytes_per_message") for ms in ("20", "100", "200")}
-    vals = [v for v in list(up.values()) + list(down.values()) if v is not None]
+    down = {ms: _get(r, "downlink", "results", ms, "meerkat", "alloc_bytes_per_message") for ms in ("20", "200", "1000")}
+    up_live = {ms: _get(r, "uplink", "results", ms, "meerkat-live", "alloc_bytes_per_frame") for ms in ("20", "40", "100")}
+    down_live = {ms: _get(r, "downlink", "results", ms, "meerkat-live", "alloc_bytes_per_message") for ms in ("20", "200", "1000")}
+    vals = [v for v in list(up.values()) + list(down.values()) + list(up_live.values()) + list(down_live.values()) if v is not None]
     bad = [v for v in vals if v != 0]
     out.append(
         {
             "id": "zero_alloc",
-            "target": "0 bytes allocated per uplink frame and per downlink chunk (steady state)",
-            "value": {"uplink_bytes_per_frame": up, "downlink_bytes_per_chunk": down},
+            "target": "0 bytes allocated per uplink frame and per downlink chunk (steady state), both surfaces",
+            "value": {
+                "uplink_bytes_per_frame": up,
+                "downlink_bytes_per_chunk": down,
+                "live_uplink_bytes_per_frame": up_live,
+                "live_downlink_bytes_per_chunk": down_live,
+            },
             "met": None if not vals else not bad,
             "note": "" if not bad else f"allocates up to {max(bad)} bytes per frame/chunk",
         }
@@ -162,6 +170,16 @@ def targets(r: dict) -> list[dict]:
                 + (f"; met from {ok_ms} ms frames ({wire_ratio(ok_ms):.3f}x)" if ok_ms else "")
             )
     out.append({"id": "wire_ratio", "target": f"wire bytes at most {TARGET_WIRE}x raw PCM at 40 ms frames", "value": w, "met": met, "note": note})
+    wl = _get(r, "wire", "40", "live", "ratio")
+    out.append(
+        {
+            "id": "wire_ratio_live",
+            "target": f"live surface: wire bytes at most {TARGET_WIRE_LIVE}x raw PCM at 40 ms frames",
+            "value": wl,
+            "met": None if wl is None else wl <= TARGET_WIRE_LIVE,
+            "note": "",
+        }
+    )
     return out
 
 
@@ -228,13 +246,16 @@ def table(r: dict) -> str:
             extra = ""
             if ratio.get("best_pypi_client"):
                 extra = f"; vs the best PyPI client ({ratio['best_pypi_client']}) {ratio['cpu_ratio_best_pypi_client']}x"
+            live = ""
+            if ratio.get("live_cpu_ratio_best_peer"):
+                live = f"; live: {ratio['live_cpu_ratio_best_peer']}x lower than that peer, {ratio['live_cpu_ratio_v2']}x lower than our v2 path"
             out.append(
-                f"  {ms} ms: ours is {ratio['cpu_ratio']}x lower than the best peer ({ratio['best_peer']}){extra}; "
-                f"send path alone {ratio.get('send_ratio')}x ({ratio.get('best_send_path')})"
+                f"  {ms} ms: ours (v2) is {ratio['cpu_ratio']}x lower than the best peer ({ratio['best_peer']}){extra}; "
+                f"send path alone {ratio.get('send_ratio')}x ({ratio.get('best_send_path')}){live}"
             )
     out.append("")
     down = r.get("downlink", {})
-    out.append("DOWNLINK  per output_audio_chunk: socket bytes -> ws.poll -> PCM in the playback buffer")
+    out.append("DOWNLINK  per audio chunk (v2 output_audio_chunk, live assistant_audio_chunk): socket bytes -> ws.poll -> PCM in a 300 ms playback ring")
     rows = []
     for ms in down.get("chunks_ms", []):
         for name, d in down["results"][str(ms)].items():
@@ -251,13 +272,19 @@ def table(r: dict) -> str:
     out += _rows(["chunk", "implementation", "cpu us/s", "us/msg", "alloc B/msg", ""], rows)
     ratios = down.get("cpu_ratio_naive_over_ours") or {}
     if ratios:
-        out.append("  naive / ours: " + ", ".join(f"{k} ms {v}x" for k, v in ratios.items()))
+        out.append("  naive / ours: " + ", ".join(f"{k.replace('_live', ' ms live')}{'' if k.endswith('_live') else ' ms'} {v}x" for k, v in ratios.items()))
     out.append("")
     wire = r.get("wire", {})
     out.append("WIRE  WebSocket bytes per second of audio / 48000 (our frames, as received)")
     out.append(
         "  "
         + ", ".join(f"{ms} ms: {_f(_get(wire, str(ms), 'ratio'), 4)}x ({_f(_get(wire, str(ms), 'bytes_per_frame'))} B/frame)" for ms in (20, 40, 100))
+        + "  (v2)"
+    )
+    out.append(
+        "  "
+        + ", ".join(f"{ms} ms: {_f(_get(wire, str(ms), 'live', 'ratio'), 4)}x ({_f(_get(wire, str(ms), 'live', 'bytes_per_frame'))} B/frame)" for ms in (20, 40, 100))
+        + "  (live)"
     )
     out.append("")
     mem = r.get("memory", {})

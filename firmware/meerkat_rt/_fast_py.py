@@ -83,7 +83,8 @@ def highpass(buf, off, nsamples, state):
     x1, y1 = struct.unpack_from("<hh", state, 0)
     out = []
     for x in _samples(buf, off, nsamples):
-        y = _clamp(x - x1 + ((32440 * y1) >> 15))
+        t = 32440 * y1  # a*y[n-1] rounded towards zero: a floor would hold a negative y for ever
+        y = _clamp(x - x1 + (t >> 15 if t >= 0 else -(-t >> 15)))
         out.append(y)
         x1 = x
         y1 = y

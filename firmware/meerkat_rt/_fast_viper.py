@@ -213,7 +213,11 @@ def highpass(buf, off: int, nsamples: int, state):
         x = int(p[base + i])
         if x & 0x8000:
             x -= 0x10000
-        y = x - x1 + ((32440 * y1) >> 15)
+        t = 32440 * y1  # rounded towards zero: a floor (>>) would hold a small negative y for ever
+        if t >= 0:
+            y = x - x1 + (t >> 15)
+        else:
+            y = x - x1 - ((0 - t) >> 15)
         if y > 32767:
             y = 32767
         elif y < -32768:

@@ -103,6 +103,12 @@ def test_mean_abs_highpass_and_scale():
     fast.highpass(dc, 480, 240, state)
     out = struct.unpack("<480h", bytes(dc))
     assert out[0] == 8000 and abs(out[-1]) < 800, (out[0], out[-1])
+    # After a sound, silence decays to exactly 0 on either side of zero (no stuck DC offset).
+    for level in (-3000, 3000):
+        buf = bytearray(struct.pack("<960h", *([level] * 10 + [0] * 950)))
+        state = bytearray(4)
+        fast.highpass(buf, 0, 960, state)
+        assert struct.unpack("<960h", bytes(buf))[-1] == 0, level
 
 
 def test_mix_adds_scaled_and_clamps():

@@ -13,7 +13,7 @@
 # was captured, from the sample count: +block_ms per block, held at or below what every read
 # that drained the DMA allows (its samples were captured no later than now), and moved up once
 # a second by the smallest slack such reads saw (samples the DMA lost in an overrun). The speaker
-# side is Player.level_at(): what it played, per 10 ms of wall time.
+# side is Player.level(): what it played, per 5 ms of wall time.
 import select
 
 from . import fast
@@ -39,9 +39,10 @@ def arm(stream, events):
 
 class Capture:
     def __init__(self, i2s, ring, vad=None, bits=16, shift=0, highpass=False, block_ms=10, speaker=None, speaker_level=None):
-        # speaker: the Player (level_at(t0, t1)): the VAD is given the loudest 10 ms the speaker
-        # played in the block's echo window, from the block's capture time. speaker_level: a
-        # callable giving the level playing now, for a speaker without that history (tests).
+        # speaker: the Player (level(t0, ms)): the VAD is given the level the speaker played
+        # over the block's own capture time (it learns the echo's delay behind that itself).
+        # speaker_level: a callable giving the level playing now, for a speaker without that
+        # history (tests).
         self.i2s = i2s
         self.ring = ring
         self.vad = vad
@@ -140,9 +141,8 @@ class Capture:
                 self._checks = 0
         vad = self.vad
         if vad is not None:
-            if self.speaker is not None:
-                t = self.block_t
-                s = self.speaker.level_at(ticks_add(t, -self.block_ms - vad.echo_hi_ms), ticks_add(t, -vad.echo_lo_ms))
+            if self.speaker is not None:  # what it played while this block was captured
+                s = self.speaker.level(ticks_add(self.block_t, -self.block_ms), self.block_ms)
             elif self.speaker_level is not None:
                 s = self.speaker_level()
             else:

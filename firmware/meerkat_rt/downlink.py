@@ -110,21 +110,26 @@ class Downlink:
 
     def hold(self):
         # Asked by the WebSocket before each hand-off. The player must be able to take a full
-        # staging buffer (1 KB of base64 decodes to 768 bytes); while it cannot, nothing more
-        # is read and a server that streams faster than real time is held back by TCP. A chunk
-        # that has filled the ring with not-yet-playable audio is made playable here (WANT),
-        # or, when nothing playable is left to drain (WAIT), reading goes on and the rest of it
-        # is skipped: holding then would wait forever.
+        # staging buffer (1 KB of base64 decodes to 768 bytes) before bytes that may be audio
+        # come in; while it cannot, nothing more is read and a server that streams faster than
+        # real time is held back by TCP. A chunk that has filled the ring with not-yet-playable
+        # audio is made playable here (WANT), or, when nothing playable is left to drain
+        # (WAIT), reading goes on and the rest of it is skipped: holding then would wait
+        # forever. After the data string (the skeleton's tail) nothing goes to the player.
         p = self.player
         if p.space() >= 1024:
             return False
-        if self.mode == _DATA:
+        mode = self.mode
+        if mode == _TAIL or mode == _SKIP:
+            return False
+        if mode == _DATA:
             if self.want == DROP or self.overflow:
                 return False
             if self.want == WANT and p.tentative():
                 self._stream()
                 return p.space() < 1024
             if self.want == WAIT and not p.queued():
+                log.debug("down", "overflow while waiting for the ids: space %d, tentative %d", p.space(), p.tentative())
                 self.overflow = True
                 return False
         return True
@@ -176,6 +181,7 @@ class Downlink:
                     self._drop("oversized", "message larger than the %d-byte frame buffer (max_message)" % len(self.buf))
             else:
                 self._finish()
+            self.mode = _HEAD  # between messages: the next one may begin with audio (hold())
 
     def _data(self, src, off, end):
         # Inside the data string: decode up to the closing quote, undoing escapes.
@@ -246,6 +252,7 @@ class Downlink:
                 if self.want == DROP:
                     return
             if self._nq(n) > p.space():
+                log.debug("down", "overflow: want %d, %d to decode, space %d, tentative %d, queued %d", self.want, n, p.space(), p.tentative(), p.queued())
                 self.overflow = True
                 return
         self.b64_ok = p.feed_b64(src, off, n)

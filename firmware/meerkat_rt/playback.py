@@ -44,7 +44,7 @@ DRAIN = "drain"
 
 _K = const(4)  # items tracked: the current one and three before it
 _MASK = const(0x3FFFFFFF)  # DAC stream positions wrap here (stay small ints on the ESP32)
-_CELL = const(480)  # level history granularity: 10 ms of audio
+_HMS = const(5)  # level history granularity: ms of wall time per cell
 _SLACK = const(608)  # one TX DMA descriptor (256 frames x 2 bytes) + 2 ms of tick rounding
 _FREE = 0  # marks an unused item slot (ids are str, or None for anonymous audio)
 
@@ -83,10 +83,10 @@ class Player:
         self._sn = array("i", bytes(4 * _K))
         self._sh = self._sc = 0
         self._q = self._tq = self._pos = 0  # DAC queue model: bytes at time _tq; stream position
-        # What the speaker plays, as the level of each 10 ms of wall time (ticks since _hb, by
+        # What the speaker plays, as the level of each 5 ms of wall time (ticks since _hb, by
         # the DMA model): the echo-aware VAD looks up the time its microphone block was
         # captured, less the echo's delay. Covers the DMA queue ahead and ~150 ms behind.
-        self._hist = array("H", bytes(2 * (ibuf // _CELL + 16)))
+        self._hist = array("H", bytes(2 * (ibuf // (48 * _HMS) + 32)))
         self._hb = -1  # tick of cell 0; -1: nothing played yet
         self._he = -1  # the last cell holding audio (later cells are silence)
         self._irq_done = False
@@ -334,7 +334,7 @@ class Player:
 
     def _history(self, t, k):
         # The k bytes at the read index play from tick t on (by the model): their level per
-        # 10 ms cell of wall time. Per cell, not one average per write: poll mode writes up to
+        # 5 ms cell of wall time. Per cell, not one average per write: poll mode writes up to
         # ibuf at once, and a quiet start would hide a loud end from the echo-aware VAD.
         h = self._hist
         nc = len(h)
@@ -342,17 +342,17 @@ class Player:
             self._hb = t
         elif self._he > 1 << 16:  # keep cell numbers small ints: move the origin, whole laps
             lap = self._he // nc * nc
-            self._hb = ticks_add(self._hb, 10 * lap)
+            self._hb = ticks_add(self._hb, _HMS * lap)
             self._he -= lap
         d = ticks_diff(t, self._hb)
-        c = d // 10
+        c = d // _HMS
         he = self._he
         i = max(he + 1, c - nc)
         while i < c:  # the speaker was silent since the last audio (idle, underrun)
             h[i % nc] = 0
             i += 1
         off = self._rd
-        n = (10 - d % 10) * 48  # bytes to the next cell boundary
+        n = (_HMS - d % _HMS) * 48  # bytes to the next cell boundary
         while k > 0:
             if n > k:
                 n = k
@@ -364,7 +364,7 @@ class Player:
             off += n
             k -= n
             c += 1
-            n = _CELL
+            n = _HMS * 48
         self._he = max(he, c - 1)
 
     def _consume(self, k, accepted):
@@ -423,7 +423,7 @@ class Player:
             self._acc[e] = self._played(e, now)  # the queued rest is never played
         self._q = 0
         if self._hb >= 0:
-            self._he = min(self._he, ticks_diff(now, self._hb) // 10)  # nor heard
+            self._he = min(self._he, ticks_diff(now, self._hb) // _HMS)  # nor heard
         self._flush_req = False
         self.flushes += 1
         i2s = self.i2s
@@ -483,18 +483,40 @@ class Player:
         """Nothing left to play: ring empty and the DMA queue drained."""
         return not self._n and not self._busy and not self._queued(self.clock(), _SLACK)
 
-    def level_at(self, t0, t1):
-        """The loudest 10 ms of what the speaker played between ticks t0 and t1 (inclusive), by
-        the DMA model, as a mean absolute level; 0 for silence. The model times a write's first
-        sample when the queue ahead of it drains; the DAC may start it up to one descriptor
-        (11 ms) later, so an echo window should reach that much further back."""
+    def level(self, t0, ms):
+        """Mean absolute level of what the speaker played in the ms milliseconds from tick t0
+        on, by the DMA model (silence counts as 0). The model times a write's first sample
+        when the queue ahead of it drains; the DAC may play it up to one DMA descriptor (11 ms)
+        later, steadily so while it plays without a gap: the VAD learns that as echo delay."""
+        if self._hb < 0 or ms <= 0:
+            return 0
+        h = self._hist
+        nc = len(h)
+        he = self._he
+        d = ticks_diff(t0, self._hb)
+        c = d // _HMS
+        w = _HMS - (d - c * _HMS)  # ms of the first cell inside the span
+        total = 0
+        left = ms
+        while left > 0:
+            if w > left:
+                w = left
+            if he - nc < c <= he:
+                total += w * h[c % nc]
+            left -= w
+            c += 1
+            w = _HMS
+        return total // ms
+
+    def level_max(self, t0, t1):
+        """The loudest 5 ms of what the speaker played between ticks t0 and t1 (0: silence)."""
         if self._hb < 0:
             return 0
         h = self._hist
         nc = len(h)
         he = self._he
-        c = ticks_diff(t0, self._hb) // 10
-        e = ticks_diff(t1, self._hb) // 10
+        c = ticks_diff(t0, self._hb) // _HMS
+        e = ticks_diff(t1, self._hb) // _HMS
         if e > he:
             e = he
         if c <= he - nc:
@@ -511,6 +533,6 @@ class Player:
         """Mean absolute level of the samples leaving the speaker now (0 when silent): the
         loudest 10 ms cell within the model's uncertainty around the play head (it may be a
         SLACK late, and the echo of what follows it arrives while a block is captured). For a
-        VAD without block times; Capture(speaker=player) uses level_at()."""
+        VAD without block times; Capture(speaker=player) uses level()."""
         now = self.clock()
-        return self.level_at(ticks_add(now, -13), ticks_add(now, 26))
+        return self.level_max(ticks_add(now, -13), ticks_add(now, 26))

@@ -375,8 +375,11 @@ class Turns:
                 self.truncate_count += 1
             else:
                 heard = -1
-        if self._key is not None:
-            _remember(self._stopped, self._key)
+        # Everything that names the stopped reply: its response (or item, v2) and its items,
+        # since some observations carry only one of them.
+        for key in (self._key, self._item, self._next_item):
+            if key is not None:
+                _remember(self._stopped, key)
         if why != "server" and not self.reply_done:
             # The server's response may still be running: its output is stale until the
             # server confirms the cancel (or finishes the response first).

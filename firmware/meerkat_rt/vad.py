@@ -41,18 +41,21 @@ ONSET = const(1)
 END = const(-1)
 
 _NONE = const(-4096)  # "no echo" in log units
-_CAP = const(53)  # per-block evidence limit: 10 dB
-_NEED = const(106)  # evidence for an onset: 20 dB (two blocks at the limit)
+_CAP = const(21)  # per-block evidence limit: 3 dB
+_NEED = const(42)  # evidence for an onset: 6 dB (two blocks at the limit)
 _DECAY = const(8)  # the room's ringing: -1.5 dB per block (a reverberation time of 0.4 s)
 _DRR = const(32)  # ... and it starts 6 dB below the direct echo
-_HOLD = const(12)  # observations waiting before they count (the veto window)
-_FREE = const(24)  # observations whose maximum is taken as it is (then the rise is limited)
-_STEP = const(5)  # the board's coupling gives way to the learnt one by 1 dB per observation
-_MARGIN = const(11)  # learnt coupling = upper envelope + 2 dB
-_RISE = const(8)  # the envelope rises at most 0.1 dB per observation (Q4): 10 dB per second of echo
-_FALL = const(2)  # ... and falls 0.024 dB per observation (Q4): ~1.5 dB per second of echo
+_HOLD = const(16)  # observations waiting before they count (the veto window)
+_FREE = const(16)  # observations whose maximum is taken as it is (then the rise is limited)
+_STEP = const(11)  # the board's coupling gives way to the learnt one by 2 dB per observation
+_MARGIN = const(5)  # learnt coupling = the tracked percentile + 1 dB
+_UP = const(128)  # the coupling's percentile tracker (Q8 log units): up 0.09 dB a step
+_DOWN = const(8)  # ... down 0.006 dB: it settles where 6 % of observations are above it
+_WIN = const(64)  # blocks per noise-floor window
 _MIN_SPEAKER_LOG = const(160)  # log2_q5(32): speaker level below which nothing is learnt
+_MIN_MIC_LOG = const(147)  # log2_q5(24): a mic level too close to the LSB to measure a ratio
 _LAGS = const(12)  # echo delays considered: 0..110 ms behind the speaker's output (blocks)
+_WIDE = const(7)  # until the delay is known, the echo may come from any of lags 0..7
 _DEV0 = const(24 * 16)  # a lag's deviation before it has settled: 4.5 dB
 
 # 32 * log2(1 + i/32): the mantissa of the log; 64 * 2**(i/32): the mantissa of the antilog;
@@ -116,21 +119,26 @@ class VAD:
         self._si = 0
         self._lmean = array("h", bytes(2 * _LAGS))  # per lag: mean of mic - speaker (Q4)
         self._ldev = array("h", [_DEV0] * _LAGS)  # ... and its mean absolute deviation (Q4)
+        self._lseen = bytearray(_LAGS)  # ... and how often it was seen (up to 255)
         self._lagn = 0
         self.lag = max(0, min(_LAGS - 2, echo_ms // block_ms))  # blocks; see _lags()
-        self._wide = True  # until the first choice, the window spans lags 0..lag+1
+        self.lag_known = False
         self.need = _NEED * max(1, onset_ms // block_ms) // 2
-        self.bias = _lu(11.5 - sensitivity if sensitivity < 10 else 2)
+        self.noise_margin = _lu(11 - sensitivity)  # over the room's level: 6 dB at 5, 1 dB at 10
+        self.echo_margin = _lu(max(0.5, 2 + (5 - sensitivity) * 0.9))  # 1.5 dB at 5
         self.min_level = (11 - sensitivity) * 24  # 5: 144 (about -47 dBFS mean-abs)
         self._min = log2_q5(self.min_level)
         self.board_coupling = _lu(coupling_db)
         self.coupling = self.board_coupling  # log units (16/3 per dB); see coupling_db()
-        self._peak = 0  # upper envelope of counted observations, Q4 log units
+        self._peak = 0  # tracked percentile of counted observations, Q8 log units
         self.learnt = 0  # observations counted
         self._held = bytearray(2 * _HOLD)  # observations waiting (int16, little-endian)
         self._nheld = 0
         self._ih = 0
         self.floor = -1  # noise floor, Q2 log units; -1: not measured yet
+        self._wmin = self._pmin = 1 << 12  # quietest block of this window and the last
+        self._noise = 0  # the room's typical level (Q2 log units)
+        self._wn = 0
         self.env = _NONE  # speaker envelope, log units
         self._tail = _NONE
         self.speaker = 0  # the speaker level given with the last block
@@ -148,20 +156,23 @@ class VAD:
         self.speaker = speaker
         m = log2_q5(mic)
         # The speaker's history by block, and the echo reference: the loudest of the blocks
-        # around the echo's delay, held with a decay for the room's ringing.
+        # around the echo's delay, and the room's ringing after it.
         S = self._spk
         i = self._si = (self._si + 1) % _LAGS
         S[i] = log2_q5(speaker)
         lag = self.lag
-        lo = 0 if self._wide or not lag else lag - 1
+        lo = lag - 1 if lag else 0
+        hi = lag + 1
+        if not self.lag_known:  # until the delay has been seen, any of 0.._WIDE blocks
+            lo = 0
+            hi = _WIDE
         ref = 0
-        while lo <= lag + 1:
+        while lo <= hi:
             v = S[(i - lo) % _LAGS]
             if v > ref:
                 ref = v
             lo += 1
-        # The room's ringing: starts _DRR below the direct echo and decays _DECAY per block.
-        tail = self._tail - _DECAY
+        tail = self._tail - _DECAY  # starts _DRR below the direct echo, decays _DECAY a block
         if ref - _DRR > tail:
             tail = ref - _DRR
         self._tail = tail
@@ -169,16 +180,23 @@ class VAD:
         if env < 64:  # below a level of 4: silence
             env = _NONE
         self.env = env
-        if self.floor < 0:  # first block: the room, or already a talker (then assume less)
-            self.floor = min(m, log2_q5(2 * self.min_level)) << 2
-        floor = self.floor >> 2
-        echo = self.coupling + env if env > _NONE else _NONE
-        x = _add(floor, echo) if echo > _NONE else floor
+        floor = self._floor(m)
+        # The room's typical level: the 80th percentile of blocks without speech or echo
+        # (babble has peaks well above its minimum), never below the floor.
+        q = self._noise
+        if not self.evidence and not self.speaking and (env == _NONE or self.coupling + env < floor - 16):
+            q += 4 if m << 2 > q else -1
+        if q < floor << 2:
+            q = floor << 2
+        self._noise = q
+        # Expected: the room's level plus its margin (+) the echo model plus its margin.
+        x = (q >> 2) + self.noise_margin
+        if env > _NONE:
+            x = _add(x, self.coupling + env + self.echo_margin)
         if x < self._min:
             x = self._min
-        bias = self.bias
-        self.threshold = exp2_q5(x + bias)
-        d = m - x - bias
+        self.threshold = exp2_q5(x)
+        d = m - x
         if d > _CAP:
             d = _CAP
         elif d < -_CAP:
@@ -187,25 +205,16 @@ class VAD:
         if g < 0:
             g = 0
         self.evidence = g
-        # The noise floor (Q2): down fast when the room gets quieter; up slowly, and only
-        # where neither speech nor the echo can be what the microphone hears.
-        f = self.floor
-        if m << 2 < f:
-            f -= ((f - (m << 2)) >> 3) + 1
-        elif not g and not self.speaking and echo < floor - 16 and m > floor:
-            f += ((m << 2) - f >> 6) + 1
-        self.floor = f
-        # The echo coupling, from blocks that can only be echo (see the top of the file).
-        if g or self.speaking:
-            self._nheld = 0  # evidence: what was waiting may be the user's opening
-        elif ref >= _MIN_SPEAKER_LOG and m > floor + 32:
+        # The echo coupling and delay, from blocks that can only be echo (see the top).
+        if not self.speaking and ref >= _MIN_SPEAKER_LOG and m > floor + 32 and m >= _MIN_MIC_LOG:
             e = mic - exp2_q5(floor)
             if e > 0:
                 e = log2_q5(e)
                 self._hold(e - env)
-                self._lags(e, i)
+                if not g:
+                    self._lags(e, i)
         if self.speaking:
-            if d > -bias // 2:
+            if d > -16:  # within 3 dB of the threshold: still speech
                 self._quiet = 0
             else:
                 self._quiet += 1
@@ -220,8 +229,34 @@ class VAD:
             self.speaking = True
             self._quiet = 0
             self.evidence = 0
+            self._nheld = 0  # what led up to the onset may be the user's opening: not echo
             return ONSET
         return 0
+
+    def _floor(self, m):
+        # The noise floor: the quietest block of the last one to two windows of _WIN blocks,
+        # + 3 dB (a 10 ms level of steady noise sits about that far above its minimum); down
+        # at once, up by a sixteenth of the way per block. Speech and echo pause often enough
+        # for their gaps to show the room; a steady tone becomes the floor (and only a louder
+        # sound over it counts).
+        if m < self._wmin:
+            self._wmin = m
+        self._wn += 1
+        if self._wn >= _WIN:
+            self._pmin = self._wmin
+            self._wmin = 1 << 12
+            self._wn = 0
+        t = (self._wmin if self._wmin < self._pmin else self._pmin) + 16
+        if self.floor < 0:  # the first block: the room, or already a talker (then assume less)
+            t = m if m < self._min else self._min
+            self.floor = t << 2
+        f = self.floor
+        if t << 2 < f:
+            f = t << 2
+        else:
+            f += ((t << 2) - f >> 4) + 1
+        self.floor = f
+        return f >> 2
 
     def _lags(self, e, i):
         # Which delay explains the echo best: per lag, how much mic - speaker varies (the
@@ -229,28 +264,30 @@ class VAD:
         S = self._spk
         mean = self._lmean
         dev = self._ldev
+        seen = self._lseen
         for L in range(_LAGS):
             s = S[(i - L) % _LAGS]
             if s < _MIN_SPEAKER_LOG:
                 continue
             v = (e - s) << 4
-            if dev[L] == _DEV0:  # first sight of this lag
+            k = seen[L]
+            if not k:
                 mean[L] = v
-                dev[L] = _DEV0 - 1
-                continue
             d = v - mean[L]
             mean[L] += d >> 4
             dev[L] += ((d if d > 0 else -d) - dev[L]) >> 4
+            if k < 255:
+                seen[L] = k + 1
         n = self._lagn + 1
-        if n >= 48:
+        if n >= 32:
             n = 16
             best = cur = self.lag
             for L in range(_LAGS - 1):
-                if dev[L] < dev[best]:
+                if seen[L] >= 32 and (seen[best] < 32 or dev[L] < dev[best]):
                     best = L
-            if self._wide or dev[best] < dev[cur] - (dev[cur] >> 3):
+            if seen[best] >= 32 and (not self.lag_known or dev[best] < dev[cur] - (dev[cur] >> 3)):
                 self.lag = best
-                self._wide = False
+                self.lag_known = True
         self._lagn = n
 
     def _hold(self, r):
@@ -268,21 +305,22 @@ class VAD:
         self._ih = (i + 1) % _HOLD
 
     def _count(self, r):
-        r <<= 4
+        # The coupling: the maximum of the first _FREE observations, then a tracker of their
+        # 94th percentile (up 0.09 dB when an observation is above it, down 0.006 dB when
+        # below): upward by at most 0.09 dB per observation, so even a user the veto missed
+        # moves it slowly; it gives way from the board's value by 2 dB per observation.
+        r <<= 8
         p = self._peak
-        if not self.learnt or r > p and self.learnt < _FREE:
-            p = r  # the first observations: their plain maximum
-        elif r > p + _RISE:
-            p += _RISE
-        elif r > p:
+        n = self.learnt
+        if not n or r > p and n < _FREE:
             p = r
+        elif r > p:
+            p += _UP
         else:
-            p -= _FALL
+            p -= _DOWN
         self._peak = p
-        n = self.learnt + 1
-        c = (p >> 4) + _MARGIN
-        # From the board's value down to what was learnt, 1 dB per observation: the first few
-        # blocks of a reply see the echo arrive late behind its own envelope and read low.
+        n += 1
+        c = (p >> 8) + _MARGIN
         b = self.board_coupling - _STEP * n
         self.coupling = c if c > b else b
         self.learnt = n if n < 1 << 20 else 1 << 20  # stays a small int

@@ -291,8 +291,8 @@ class Backend:
                 link.emit("output_text_final", {"text": text(frame["text"])})
         elif name == "realtime_transcript":
             ev = frame["event"]
-            if ev.get("role") == "assistant" and ev.get("type") == "item_observed":
-                turns.output(ev.get("response_id"), ev.get("item_id"))  # a response announced
+            if ev.get("role") == "assistant" and ev.get("type") == "item_observed" and ev.get("response_id"):
+                turns.output(ev["response_id"], ev.get("item_id"))  # a response announced
         elif name == "turn_completed":
             stop = frame.get("stop_reason")
             if stop == "tool_use":

@@ -334,3 +334,13 @@ def test_undecided_audio_bigger_than_the_ring_keeps_its_head():
     assert sink.drops["overflow"] == 1
     head = player.pcm("item_2")
     assert 0 < len(head) < len(pcm) and pcm.startswith(head)
+
+
+def test_no_message_is_taken_while_the_ring_is_full():
+    # After a chunk that filled the ring, the next message may begin with audio: the sink holds
+    # until the speaker made room (a message's tail, after its data, never waits for it).
+    sink, player, turns, frames = _sink(live, ring=9600)
+    _feed(sink, _live_audio(_pcm(9000, 1)), [1024], player=player)
+    assert player.space() < 1024 and sink.hold()
+    player.play(4800)
+    assert not sink.hold()

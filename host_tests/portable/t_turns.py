@@ -372,3 +372,12 @@ def test_id_lists_are_bounded():
     assert len(t._stopped) <= 8 and len(t._session) <= 8 and len(t._truncated) <= 8 and len(t.truncates) <= 4
     t.on_audio("x" * 500, 0, None)
     assert "x" * 500 not in t._session
+
+
+def test_live_observations_naming_only_the_item_of_a_stopped_reply_are_late():
+    t, player, ring, link = _turns(LIVE)
+    assert t.output("resp_1", "item_1")
+    _reply(t, player, "item_1", "resp_1")
+    t.vad_onset()
+    assert not t.output(None, "item_1")  # e.g. an item event without its response id
+    assert t.stale and not ring.held  # the microphone stays open for the user

@@ -1,0 +1,36 @@
+"""The scripted server itself, against the device with nothing hostile in the script: the
+handshakes of both surfaces, a text turn, the clean close, and what the server records."""
+
+from __future__ import annotations
+
+import pytest
+from rig import device, opened
+
+from hostile import Hostile
+
+
+@pytest.mark.parametrize("surface", ["v2", "live"])
+def test_a_friendly_script_holds_a_text_turn(tmp_path, surface):
+    with Hostile.running(surface) as srv:
+        with device(srv, tmp_path) as (dev, rec):
+            opened(dev)
+            dev.send("send_text", text="hello")
+            dev.wait_event("turn_completed", 20)
+            dev.wait_event("reply_done", 15)
+        summary = dev.summary
+    assert summary["state"] == "closed" and summary["reconnects"] == 0
+    assert [f.text_input for f in srv.frames if f.text_input] == ["hello"]
+    if surface == "v2":
+        assert [c.method for c in srv.rpc()] == ["realtime/open_info"]
+        assert srv.client_frames("channel.open")[0].json["open_token"] == srv.tokens[0]
+        assert srv.client_frames("channel.close")  # the device closed politely
+    else:
+        assert [c.method for c in srv.rpc()] == ["live/open", "live/close"]
+
+
+def test_auto_surface_falls_back_on_v2(tmp_path):
+    with Hostile.running("v2") as srv:
+        with device(srv, tmp_path, server={"surface": "auto"}) as (dev, rec):
+            opened(dev)
+        assert [c.method for c in srv.rpc()] == ["live/open", "realtime/open_info"]
+        assert "error" in srv.rpc()[0].answer and srv.rpc()[0].answer["error"]["code"] == -32601

@@ -51,7 +51,9 @@ class Device:
         # latency, not for the server's chunk size.
         gc.collect()
         if not cfg["max_message"]:
-            cfg["max_message"] = 32768 if b["psram"] else 8192
+            # json.loads of a message needs it whole in one block, and then its strings: on a
+            # fragmented 110 KB heap 4 KB is what reliably fits (an 8 KB one measurably not).
+            cfg["max_message"] = 32768 if b["psram"] else 4096
         pbuf = bytearray(max(9600, audio.get("playback_ms", b["playback_ms"]) * 48) & ~1)
         frame_ms = audio["frame_ms"]
         slots = max(2, audio.get("ring_ms", b["ring_ms"]) // frame_ms)

@@ -52,7 +52,7 @@ DEFAULTS = {
     # WebSocket pings after channel.opened (never before it); 0 disables.
     "keepalive": {"interval_ms": 15000, "timeout_ms": 45000},
     # The largest server message that is not audio (audio streams through at any size); 0: the
-    # board's default (8 KB without PSRAM, 32 KB with).
+    # board's default (4 KB without PSRAM, 32 KB with).
     "max_message": 0,
     "log_level": "info",
 }

@@ -329,7 +329,7 @@ class Turns:
             return
         self.reply = False
         self._listen(0)
-        self.link.emit("reply_done", self._item)
+        self.link.emit("reply_done", {"item_id": self._item})
 
     ####################################################################
 

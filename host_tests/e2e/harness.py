@@ -1,5 +1,11 @@
 """End-to-end harness: the development server in-process (CPython) and the firmware as a
-simulated board in a subprocess (the MicroPython unix port by default), over loopback."""
+simulated board in a subprocess, over loopback.
+
+The board runs on the reference image by default: frozen32 (the MicroPython unix port, 32-bit,
+the package frozen in) at -X heapsize=110K, the closest thing to an ESP32 WROOM without PSRAM
+this host can run. Where that image cannot be built (no 32-bit toolchain or no MicroPython
+source beside the checkout) the stock binary runs it instead, from .mpy files, with the heap
+their code needs (STOCK_HEAP), and the run says so. Tests may also ask for runtime="cpython"."""
 
 from __future__ import annotations
 
@@ -12,12 +18,25 @@ from meerkat_tools.devserver import DevServer, ServerOptions
 from meerkat_tools.sim import SimDevice
 
 FIX = paths.FIXTURES
-# The heap of the simulated board on the unix port. A no-PSRAM ESP32 has ~112 KB, but the
-# firmware's code alone takes about 110 KB of heap when loaded from .mpy files (120 KB on this
-# 64-bit port), so the whole device does not fit in 110K; on a board it is frozen or in ROMFS.
-# 224K is 28K above the smallest heap at which the demo completes (README, "Memory").
-HEAP = "224K"
+DEVICE_HEAP = "110K"  # an ESP32 WROOM's Python heap, on the frozen32 image
+# The stock binary loads the package from .mpy files: its code then lives on the heap (about
+# 160 KB on this 64-bit port), so it gets the smallest demo heap plus a margin (README, "Memory").
+STOCK_HEAP = "256K"
 FAST_RECONNECT = {"max_attempts": 0, "initial_backoff_ms": 50, "max_backoff_ms": 400, "max_total_ms": 0}
+_reference = []
+
+
+def reference_image():
+    """(image, heap) the end-to-end tests run on: frozen32 at 110K, else the stock binary."""
+    if not _reference:
+        from meerkat_tools import image as images
+
+        try:
+            _reference.append((images.get("frozen32"), DEVICE_HEAP))
+        except (images.ToolchainMissing, images.SourceMissing) as exc:
+            print(f"end-to-end tests on the stock binary at {STOCK_HEAP}: frozen32 cannot be built here ({exc})")
+            _reference.append(("stock", STOCK_HEAP))
+    return _reference[0]
 
 
 def wav_pcm(path: Path) -> bytes:
@@ -45,9 +64,12 @@ def played_prefix_ms(recording: Path, reply: bytes) -> float:
 
 @contextlib.contextmanager
 def conversation(tmp_path: Path, server: dict | None = None, world: dict | None = None,
-                 runtime: str = "micropython", heap: str | None = HEAP, seconds: float = 90, **config):
-    """Start a server and a simulated board talking to it; yields (server, device, recording)."""
-    opts = ServerOptions(**(server or {}))
+                 runtime: str = "micropython", heap: str | None = None, seconds: float = 90,
+                 surface: str = "v2", image: str | None = None, **config):
+    """Start a server speaking `surface` ("v2" or "live"; the server's other options in
+    `server`) and a simulated board talking to it; yields (server, device, recording). The
+    device's own config (server.surface is "auto" unless given) comes from **config."""
+    opts = ServerOptions(**dict({"surface": surface, "id_style": "short"}, **(server or {})))
     with DevServer.running(opts) as srv:
         host, port = srv.rpc_address
         cfg = {
@@ -57,11 +79,18 @@ def conversation(tmp_path: Path, server: dict | None = None, world: dict | None 
             "log_level": "info",
             "reconnect": dict(FAST_RECONNECT),
         }
+        if "server" in config:
+            cfg["server"].update(config.pop("server"))
         cfg.update(config)
         recording = tmp_path / "speaker.wav"
         w = {"record": str(recording)}
         w.update(world or {})
-        dev = SimDevice(cfg, w, runtime=runtime, heap=heap if runtime == "micropython" else None, seconds=seconds)
+        kw = {}
+        if runtime == "micropython":
+            ref_image, ref_heap = reference_image()
+            kw["image"] = image or ref_image
+            heap = heap or (ref_heap if image is None else STOCK_HEAP)
+        dev = SimDevice(cfg, w, runtime=runtime, heap=heap if runtime == "micropython" else None, seconds=seconds, **kw)
         try:
             with dev:
                 yield srv, dev, recording
@@ -81,4 +110,5 @@ def ring_identity(summary: dict) -> bool:
 
 
 def audio_frames(srv) -> list[dict]:
+    """v2: the channel.input audio frames the server received."""
     return [f for f in srv.client_frames(None, "channel.input") if f["chunk"]["kind"] == "audio_chunk"]

@@ -201,7 +201,7 @@ def test_provider_managed_holds_the_mic_during_the_reply():
     player.done = True
     _event(ch, "turn_completed")
     _pump(ch, 2)
-    assert ("reply_done", None) in events
+    assert ("reply_done", {"item_id": None}) in events
     assert ws.kinds().count("audio") > 3  # listening again
 
 

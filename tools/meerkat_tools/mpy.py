@@ -138,6 +138,8 @@ def run(
         env=micropython_env(list(search_path), image),
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=timeout,
         cwd=cwd,
     )
@@ -154,7 +156,8 @@ def popen(
 ) -> subprocess.Popen:
     """Start a script (or, with module=True, `-m script` from the search path: precompiled, so
     no compiler heap is needed) on the unix port (the stock binary, or `image`) with
-    stdin/stdout/stderr piped (text mode)."""
+    stdin/stdout/stderr piped (text mode). Output that is not valid UTF-8 (a board can print
+    any bytes) is decoded with replacement characters, never an exception."""
     cmd = _command(image, heap) + (["-m", str(script)] if module else [str(script)]) + list(args)
     return subprocess.Popen(
         cmd,
@@ -163,5 +166,7 @@ def popen(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         cwd=cwd,
     )

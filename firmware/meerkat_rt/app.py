@@ -100,6 +100,13 @@ class Device:
         from .link import Link
 
         self.channel = Link(cfg, self.player, self.capture, self.ring, ws, frame_buf, on_event, tls)
+        self.trace = None
+        if cfg["trace_ms"]:  # the timeline trace: every app event passes it, run() samples
+            from .trace import Tracer
+
+            self.trace = Tracer(cfg["trace_ms"], self.player, self.capture, self.ring)
+            self.trace.on_event = on_event
+            self.channel.on_event = self.trace.event
 
     def _tls(self, cfg):
         if not cfg.get("ca_file") and not cfg["insecure"]:
@@ -117,14 +124,18 @@ class Device:
 
             await wifi.connect(self.cfg["wifi"])
             unload("wifi")
-        speaker = None
+        speaker = tracer = None
         if self.player.mode == "drain":
             speaker = asyncio.create_task(self.player.run())
+        if self.trace is not None:
+            tracer = asyncio.create_task(self.trace.run())
         try:
             return await self.channel.run()
         finally:
             if speaker is not None:
                 speaker.cancel()
+            if tracer is not None:
+                tracer.cancel()
 
     # The app API: see the README.
     def send_text(self, text):
@@ -187,11 +198,125 @@ def _expected(exc):
 
 
 def status():
-    """Print the counters of the device started by run() (after it stopped, or from a task)."""
+    """Print the counters of the device started by run() or start() (while it runs, from
+    start()'s REPL, or after it stopped)."""
     if _device is None:
-        print("meerkat_rt: not started; call meerkat_rt.run()")
+        print("meerkat_rt: not started; call meerkat_rt.start() or meerkat_rt.run()")
         return None
     s = _device.stats()
     for key in sorted(s):
         print("%-18s %s" % (key, s[key]))
     return s
+
+
+########################################################################
+# The live REPL: start() runs the device in the background and a REPL beside it (micropython-lib
+# aiorepl, an asyncio task reading the console), in which the helpers below act on the running
+# device. Installed on the board with `mpremote mip install aiorepl` (or meerkat-deploy
+# --aiorepl); without it start() says so and runs the device like run().
+
+REPL_HELPERS = ("status", "say", "talk", "stop", "interrupt", "close")
+
+
+def start(config_path="config.json", board=None, repl=True):
+    """Run the device with a REPL beside it (prompt "--> "): status(), say("text"), talk(),
+    stop(), interrupt() and close() act on it. Returns when the device stops (close() or a
+    fatal error); the normal REPL then comes back, with status() still showing its counters."""
+    import asyncio
+
+    global _device
+    aiorepl = None
+    if repl:
+        try:
+            import aiorepl  # type: ignore  # micropython-lib, installed separately
+        except ImportError:
+            print("meerkat_rt.start: aiorepl is not installed (mpremote mip install aiorepl, or "
+                  "meerkat-deploy --aiorepl): running without a REPL; Ctrl-C stops the device")
+    try:
+        _device = Device(config_path, board)
+        state = asyncio.run(_main(_device, aiorepl))
+        log.info("app", "stopped: %s", state)
+    except KeyboardInterrupt:
+        log.info("app", "stopped by Ctrl-C")
+    except Exception as exc:
+        if _expected(exc):
+            log.error("app", "%s", exc)
+        else:
+            log.error("app", "crashed: %r", exc)
+            print_exception(exc)
+    finally:
+        _restore_ctrl_c()
+    return _device
+
+
+async def _main(dev, aiorepl):
+    import asyncio
+
+    prompt = None
+    if aiorepl is not None:
+        import __main__  # type: ignore
+
+        g = __main__.__dict__  # the REPL's own namespace, plus the helpers
+        for name in REPL_HELPERS:
+            g[name] = globals()[name]
+        g["status"] = _repl_status
+        g["dev"] = dev
+        prompt = asyncio.create_task(aiorepl.task(g))
+    try:
+        return await dev.run()
+    finally:
+        if prompt is not None:
+            prompt.cancel()  # its finally re-enables Ctrl-C; let it run before returning
+            try:
+                await prompt
+            except BaseException:  # CancelledError, or whatever the REPL task died of
+                pass
+
+
+def _repl_status():
+    # status() at the "-->" prompt: the table only (the REPL would print the dict after it).
+    status()
+
+
+def _restore_ctrl_c():
+    # aiorepl turns Ctrl-C off while it reads the console; a device that stopped under it must
+    # not leave the normal REPL without it.
+    try:
+        import micropython
+
+        micropython.kbd_intr(3)  # type: ignore
+    except (ImportError, AttributeError):
+        pass
+
+
+def _running():
+    if _device is None:
+        raise RuntimeError("meerkat_rt: not started; call meerkat_rt.start()")
+    return _device
+
+
+def say(text):
+    """A text turn (it interrupts a reply that is playing)."""
+    _running().send_text(text)
+
+
+def talk():
+    """Push-to-talk down: the microphone opens (interrupting a reply)."""
+    _running().start_talking()
+
+
+def stop():
+    """Push-to-talk up: what was said is sent and the turn committed."""
+    _running().stop_talking()
+
+
+def interrupt():
+    """Stop the reply now (a barge-in with the played cursor), or a no-op interrupt."""
+    _running().interrupt()
+
+
+def close():
+    """Close the channel politely; start() returns when it is closed."""
+    import asyncio
+
+    asyncio.create_task(_running().close())

@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 # Shapes in protocol.check's notation ("key:kind", "?" optional, o=NAME nested).
 _SHAPES = {
     "config": "wifi:o? server:o target:o role:s? turning_mode:s? board:s? tls:o? reconnect:o? "
-    "server_reconnect_policy:o? channel_config:o? audio:o? keepalive:o? max_message:n? log_level:s?",
+    "server_reconnect_policy:o? channel_config:o? audio:o? keepalive:o? max_message:n? log_level:s? trace_ms:n?",
     "wifi": "ssid:s key:s? timeout_ms:n? retries:n? power_save:b? hostname:s?",
     "server": "rpc:s? rest:s? surface:s? timeout_ms:n? open_timeout_ms:n?",
     "session_target": "type:s session_id:s",
@@ -55,6 +55,8 @@ DEFAULTS = {
     # board's default (4 KB without PSRAM, 32 KB with).
     "max_message": 0,
     "log_level": "info",
+    # The timeline trace (trace.py): a sample line every trace_ms on the console; 0: off.
+    "trace_ms": 0,
 }
 
 # Wi-Fi is optional (a board on Ethernet, the simulator); these apply when the section exists.
@@ -135,6 +137,8 @@ def validate(cfg):
         _fail("config.audio.frame_ms", "20, 40, 60, ... 200")
     if audio.get("speaker_mode", "drain") not in SPEAKER_MODES:
         _fail("config.audio.speaker_mode", "drain, irq or poll")
+    if cfg["trace_ms"] and not 10 <= cfg["trace_ms"] <= 1000:
+        _fail("config.trace_ms", "0 (off) or 10..1000 (ms between trace samples)")
     if cfg["log_level"] not in LOG_LEVELS:
         _fail("config.log_level", "debug, info, warn or error")
     if "wifi" in cfg and cfg["wifi"].get("ssid") is None:

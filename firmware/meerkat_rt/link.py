@@ -269,6 +269,10 @@ class Link:
             except Closing:
                 pass
             except (Retry, OSError, WebSocketError) as exc:
+                if getattr(exc, "fatal", False):  # ws: the server's certificate failed verification
+                    self._fail(str(exc))  # the same CA, host name and clock next time: no retries
+                    await self.backend.abandon()
+                    break
                 log.warn("link", "%s", exc)
             if not self._stop and self.state == OPEN:
                 self._set_state(RECONNECTING)  # at once: no barge-in goes to a dead link

@@ -40,11 +40,14 @@ _CLOSE_WAIT_MS = const(1000)
 
 
 class WebSocketError(Exception):
-    """Every failure of this module. `code` is the close code when one applies (1002, 1009)."""
+    """Every failure of this module. `code` is the close code when one applies (1002, 1009).
+    `fatal`: retrying cannot help (the server's certificate failed verification: a wrong CA,
+    host name or clock stays wrong on the next attempt); the link stops instead of retrying."""
 
-    def __init__(self, message, code=None):
+    def __init__(self, message, code=None, fatal=False):
         super().__init__(message)
         self.code = code
+        self.fatal = fatal
 
 
 def split_url(url):
@@ -167,7 +170,11 @@ class WebSocket:
             code = e.args[0] if e.args else 0
             if phase == "connect":
                 raise WebSocketError("cannot connect to %s: %s" % (where, why))
-            if tls is not None and (isinstance(e, ValueError) or (type(code) is int and code < 0) or phase[0] == "T"):
+            if tls is not None and isinstance(e, ValueError) and not isinstance(e, UnicodeError):
+                # Certificate verification: mbedtls raises ValueError with its verify_info
+                # text; CPython's SSLCertVerificationError is a ValueError too. Not retryable.
+                raise WebSocketError("TLS handshake with %s failed: %s%s" % (where, why, _verify_hint(why)), fatal=True)
+            if tls is not None and ((type(code) is int and code < 0) or phase[0] == "T"):
                 raise WebSocketError("TLS handshake with %s failed: %s" % (where, why))
             raise WebSocketError("connection to %s failed during the %s: %s" % (where, phase, why))
         finally:
@@ -613,6 +620,21 @@ class WebSocket:
                 await sleep_ms(1)
         if self.sock is not None:
             self._shutdown()
+
+
+def _verify_hint(why):
+    # What to do about a failed verification, from the words mbedtls (MicroPython) or OpenSSL
+    # (CPython) use; the README's troubleshooting section lists the same three cases.
+    w = why.lower()
+    if "future" in w or "not yet valid" in w:
+        return " (the device's clock is before the certificate's start: set the clock first, ntptime.settime())"
+    if "expired" in w:
+        return " (expired, or the device's clock is wrong)"
+    if "match" in w:
+        return " (the certificate does not name this host: connect with a host name it names)"
+    if "signed" in w or "issuer" in w or "self-signed" in w:
+        return " (not signed by the CA in tls.ca_file: wrong CA file?)"
+    return ""
 
 
 async def _tick(deadline, phase, where, timeout_ms):

@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--live-ws-scheme", choices=("ws", "wss"), default="ws",
                      help="scheme advertised in live transport.url (the listener is plain ws)")
     net.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    net.add_argument("--tls", action="store_true",
+                     help="extension: both WebSocket listeners speak TLS (wss://) with a certificate from a CA "
+                     "made at start-up (the real server needs a TLS proxy for that); the CA is written as "
+                     "ca.der (for the device's tls.ca_file) and ca.pem to --tls-dir")
+    net.add_argument("--tls-dir", metavar="DIR", help="where --tls writes ca.der and ca.pem (default: a temporary directory)")
+    net.add_argument("--tls-hostname", action="append", metavar="NAME",
+                     help="a name the --tls certificate holds (repeatable; default 127.0.0.1 and localhost)")
 
     ses = p.add_argument_group("session")
     ses.add_argument("--session-id", default=DEFAULT_SESSION_ID)
@@ -247,6 +254,9 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         live_ws_port=args.live_ws_port,
         rest_port=args.rest_port,
         live_ws_scheme=args.live_ws_scheme,
+        tls=args.tls,
+        tls_dir=args.tls_dir,
+        tls_hostnames=tuple(args.tls_hostname) if args.tls_hostname else ("127.0.0.1", "localhost"),
         allow_remote=args.allow_remote,
         session_id=args.session_id,
         mob_member=args.mob_member,

@@ -8,6 +8,7 @@ Everything friendlier is an extension that is off unless asked for (`item_ids`, 
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,14 @@ class ServerOptions:
     # Meerkat serves both at once).
     surface: str = DEFAULT_SURFACE
     live_ws_scheme: str = "ws"  # `--live-ws-scheme`: advertised in transport.url only
+    # TLS (an extension: the real server has none, wss:// means a TLS proxy in front of it):
+    # both WebSocket listeners speak TLS with a certificate from a CA made at start-up, and
+    # the URLs handed out say wss:// (tls.py). The CA goes to tls_dir as ca.der (for the
+    # device) and ca.pem; None: a temporary directory, removed when the server stops.
+    tls: bool = False
+    tls_dir: str | Path | None = None
+    tls_hostnames: tuple[str, ...] = ("127.0.0.1", "localhost")  # the names the certificate holds
+    tls_not_before: datetime.datetime | None = None  # the certificate's start; None: an hour ago
     # -- the session ------------------------------------------------------------------------
     session_id: str = DEFAULT_SESSION_ID
     # "MOB_ID/AGENT_IDENTITY": a mob member whose own bridge session hosts the same agent
@@ -178,6 +187,8 @@ class ServerOptions:
                 raise ValueError("mob_member must be MOB_ID/AGENT_IDENTITY")
         if self.live_ws_scheme not in ("ws", "wss"):
             raise ValueError("live_ws_scheme must be ws or wss")
+        if self.tls and not self.tls_hostnames:
+            raise ValueError("tls_hostnames must name at least one host")
         self.faults.validate()
 
 

@@ -64,6 +64,8 @@ class DevServer:
         self._rest_addr: tuple[str, int] = ("", 0)
         self._ws_addr: tuple[str, int] = ("", 0)
         self._live_addr: tuple[str, int] = ("", 0)
+        # The TLS extension (tls.py): the WebSocket listeners behind TLS, as a proxy would put them.
+        self.tls = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -73,23 +75,29 @@ class DevServer:
         opts = self.options
         bind = socket.getaddrinfo(opts.host, None, type=socket.SOCK_STREAM)[0]
         family, address = bind[0], str(bind[4][0])
+        if opts.tls and self.tls is None:
+            from .tls import ServerTLS
+
+            self.tls = ServerTLS(opts.tls_dir, opts.tls_hostnames, opts.tls_not_before)
+        ws_scheme = "wss" if opts.tls else "ws"
         rpc = await self._listen(rpc_handler(self.dispatcher), family, address, opts.rpc_port, limit=64 << 20)
         self._rpc_addr = rpc.sockets[0].getsockname()[:2]
         listening = [f"rpc {hostport(*self._rpc_addr)}"]
         if opts.serves_v2:
             ws = await self._listen(self.host.handle_ws, family, address, opts.ws_port, rcvbuf=opts.ws_recv_buffer,
-                                    sndbuf=opts.ws_send_buffer)
+                                    sndbuf=opts.ws_send_buffer, tls="v2")
             self._ws_addr = ws.sockets[0].getsockname()[:2]
-            self.host.ws_url = f"ws://{hostport(*self._ws_addr)}{wire.WS_PATH}"
+            self.host.ws_url = f"{ws_scheme}://{hostport(*self._ws_addr)}{wire.WS_PATH}"
             handler = rest_handler(lambda: self._rpc_addr, lambda: self.faults.rest_rpc_unreachable)
             rest = await self._listen(handler, family, address, opts.rest_port)
             self._rest_addr = rest.sockets[0].getsockname()[:2]
             listening += [f"rest {self.rest_url}", f"v2 ws {self.ws_url}"]
         if opts.serves_live:
             live = await self._listen(self.host.handle_live_ws, family, address, opts.live_ws_port,
-                                      rcvbuf=opts.ws_recv_buffer, sndbuf=opts.ws_send_buffer)
+                                      rcvbuf=opts.ws_recv_buffer, sndbuf=opts.ws_send_buffer, tls="live")
             self._live_addr = live.sockets[0].getsockname()[:2]
-            self.host.live_ws_base = f"{opts.live_ws_scheme}://{hostport(*self._live_addr)}"
+            scheme = "wss" if opts.tls else opts.live_ws_scheme
+            self.host.live_ws_base = f"{scheme}://{hostport(*self._live_addr)}"
             listening.append(f"live ws {self.live_ws_url}")
         log.info(
             "meerkat devserver ready (surface %s): %s, session %s, reply audio %s (%d ms)",
@@ -110,6 +118,7 @@ class DevServer:
         limit: int = 1 << 16,
         rcvbuf: int | None = None,
         sndbuf: int | None = None,
+        tls: str | None = None,
     ) -> asyncio.base_events.Server:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -121,14 +130,31 @@ class DevServer:
         sock.listen(64)
         sock.setblocking(False)
 
+        server_tls = self.tls if tls else None
+        upgrade = server_tls is not None and hasattr(asyncio.StreamWriter, "start_tls")
+
         async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._writers.add(writer)
             try:
+                if upgrade:
+                    # The handshake here rather than in start_server(ssl=), so that failed ones
+                    # are counted too (a client that fails verification must not retry).
+                    try:
+                        await writer.start_tls(server_tls.context, ssl_handshake_timeout=10)
+                    except (OSError, asyncio.TimeoutError, EOFError) as exc:
+                        server_tls.count(tls, exc)
+                        log.info("TLS handshake on the %s listener failed: %s", tls, exc)
+                        writer.transport.abort()
+                        return
+                    server_tls.count(tls, None)
                 await handler(reader, writer)
             finally:
                 self._writers.discard(writer)
 
-        server = await asyncio.start_server(tracked, sock=sock, limit=limit)
+        # Python 3.10 has no StreamWriter.start_tls: the listener does the handshakes itself
+        # then, and only the successful ones reach the counter.
+        ssl_ctx = server_tls.context if server_tls is not None and not upgrade else None
+        server = await asyncio.start_server(tracked, sock=sock, limit=limit, ssl=ssl_ctx)
         self._servers.append(server)
         return server
 
@@ -145,6 +171,8 @@ class DevServer:
                 await asyncio.wait_for(server.wait_closed(), 2.0)
         self._servers.clear()
         self.recorder.close()
+        if self.tls is not None and self.options.tls_dir is None:
+            self.tls.close()  # the temporary CA directory goes with the server
         log.info("meerkat devserver stopped")
 
     @classmethod
@@ -238,6 +266,8 @@ class DevServer:
         if self.options.serves_live:
             line["live_ws"] = self.live_ws_url
         line["session_id"] = self.session_id
+        if self.tls is not None:
+            line["ca_der"] = str(self.tls.ca_der)  # for the device's tls.ca_file
         if self.options.mob is not None:
             line["mob_member"] = self.options.mob_member
             line["mob_session_id"] = self.options.mob_session_id

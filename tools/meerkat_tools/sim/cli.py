@@ -57,6 +57,13 @@ def _args(argv):
     p.add_argument("--barge-in-wav", type=Path, default=INTERRUPT)
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: when the conversation is over)")
     p.add_argument("--no-item-ids", action="store_true", help="dev server without the item_id extension")
+    p.add_argument(
+        "--wss",
+        action="store_true",
+        help="the bundled dev server serves its WebSockets over TLS (wss://) with a CA it makes; the board "
+        "verifies the certificate against that CA (DER, config tls.ca_file)",
+    )
+    p.add_argument("--ca", type=Path, help="CA certificate (DER) the board verifies a wss:// server against (config tls.ca_file)")
     p.add_argument("--json", action="store_true", help="print the device's JSON lines instead of a readable log")
     return p.parse_args(argv)
 
@@ -161,11 +168,19 @@ def main(argv=None) -> int:
         else:
             from ..devserver import DevServer, ServerOptions
 
-            srv = stack.enter_context(DevServer.running(ServerOptions(item_ids=not args.no_item_ids)))
+            srv = stack.enter_context(DevServer.running(ServerOptions(item_ids=not args.no_item_ids, tls=args.wss)))
             host, port = srv.rpc_address
             config = _config(args, f"{host}:{port}", None, srv.target)
+            if srv.tls is not None and args.ca is None:
+                config["tls"] = {"ca_file": str(srv.tls.ca_der)}
             if not args.json:
-                print(f"  dev server: rpc {host}:{port}, {srv.ws_url}", flush=True)
+                ws = srv.live_ws_url if srv.options.serves_live else srv.ws_url
+                ca = f", CA {srv.tls.ca_der}" if srv.tls is not None else ""
+                print(f"  dev server: rpc {host}:{port}, {ws}{ca}", flush=True)
+        if args.ca is not None:
+            if not args.ca.is_file():
+                raise SystemExit(f"meerkat-sim: no such CA file: {args.ca}")
+            config["tls"] = {"ca_file": str(args.ca.resolve())}
         failed = False
         dev = SimDevice(
             config,

@@ -112,3 +112,59 @@ def ring_identity(summary: dict) -> bool:
 def audio_frames(srv) -> list[dict]:
     """v2: the channel.input audio frames the server received."""
     return [f for f in srv.client_frames(None, "channel.input") if f["chunk"]["kind"] == "audio_chunk"]
+
+
+def stats(dev) -> dict:
+    """The board's counters now (the `stats` command)."""
+    n = len([line for line in dev.lines if "stats" in line])
+    dev.send("stats")
+    return dev.wait_for(lambda: [line["stats"] for line in dev.lines if "stats" in line][n:], 10, "stats")[0]
+
+
+def wait_stats(dev, predicate, timeout: float) -> dict:
+    """Until predicate(stats) holds (asked every 0.2 s while the board plays on), or fail."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        s = stats(dev)
+        if predicate(s) or time.monotonic() > deadline:
+            assert predicate(s), s
+            return s
+        dev.wait_for(lambda: False, 0.2, raise_on_timeout=False)
+
+
+def played_runs(recording: Path, reply: bytes) -> list[tuple[int, float]]:
+    """Each time the speaker started `reply` from its beginning: (byte offset in the recording,
+    ms it then played exactly). The speaker output is bit-exact on the simulated board."""
+    rec = wav_pcm(recording)
+    first = next(i for i in range(0, len(reply), 2) if reply[i : i + 2] != b"\0\0")
+    first -= first % 2
+    probe = reply[first : first + 960]
+    runs = []
+    at = rec.find(probe)
+    while at >= 0:
+        start = at - first
+        n = 0
+        while start + n < len(rec) and n < len(reply) and rec[start + n] == reply[n]:
+            n += 1
+        runs.append((start, (n - n % 2) / 48))
+        at = rec.find(probe, start + max(n, 960))
+    return runs
+
+
+def unexplained_ms(recording: Path, runs: list[tuple[int, float]]) -> float:
+    """Sound on the speaker outside the given runs (10 ms cells with any non-zero sample):
+    audio that played but was not a reply from its start, such as stale audio of an
+    interrupted reply."""
+    rec = wav_pcm(recording)
+    covered = bytearray(len(rec) // 480 + 1)
+    for start, ms in runs:
+        for c in range(max(0, start) // 480, (start + int(ms * 48)) // 480 + 1):
+            if c < len(covered):
+                covered[c] = 1
+    loud = 0
+    for c in range(len(rec) // 480):
+        if not covered[c] and rec[c * 480 : c * 480 + 480].strip(b"\0"):
+            loud += 1
+    return loud * 10.0

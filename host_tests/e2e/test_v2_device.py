@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import FIX, audio_frames, conversation, played_prefix_ms, ring_identity, wav_pcm
+from harness import FIX, audio_frames, conversation, played_prefix_ms, ring_identity, stats, wait_stats, wav_pcm
 
 QUESTION = str(FIX / "user_question.wav")  # 0.5 s silence, ~2.4 s speech, 1.6 s silence
 QUESTION_END_MS = json.loads((FIX / "index.json").read_text())["user_question.wav"]["offset_ms"]
@@ -102,7 +102,7 @@ def test_barge_in_sends_an_honest_truncate(tmp_path, runtime):
     # A short interruption ("Hello there.", then silence), so that the new turn's reply is not
     # itself talked over by the rest of a longer one.
     world = {"mic_wav": QUESTION, "echo_db": -20, "inject_wav": str(FIX / "user_hello.wav"), "inject_at_ms": 2500}
-    with conversation(tmp_path, {}, world, runtime) as (srv, dev, rec):
+    with conversation(tmp_path, {"item_ids": True}, world, runtime) as (srv, dev, rec):  # the extension
         barge = dev.wait_event("barge_in", 30)
         truncated = dev.wait_event("assistant_transcript_truncated", 10)
         dev.wait_event("turn_committed", 20, n=2)  # the interrupting utterance is a new turn
@@ -245,7 +245,7 @@ def test_server_with_another_input_format_is_refused_at_open(tmp_path):
     assert audio_frames(srv) == []  # not a single mismatched chunk was sent
 
 
-def test_audio_format_mismatch_stops_audio_with_a_clear_error(tmp_path):
+def test_audio_format_mismatch_pauses_audio_then_tries_again(tmp_path):
     # The microphone hears silence (frames still go out); no speech to barge in with later.
     server = {"reply_wav": SHORT_REPLY, "faults": _faults(expect_input_rate_hz=16000)}
     with conversation(tmp_path, server) as (srv, dev, rec):
@@ -253,12 +253,18 @@ def test_audio_format_mismatch_stops_audio_with_a_clear_error(tmp_path):
         assert "16000" in err["message"]
         dev.send("send_text", text="can you hear me?")  # the channel itself is fine
         dev.wait_event("turn_completed", 20)
+        # After the pause (5 s) the uplink tries again, is refused again, and pauses longer.
+        dev.wait_event("error", 20, n=2, where=lambda e: e["code"] == "audio_format_mismatch")
         summary = dev.stop()
     assert "audio format" in summary["error"]
-    sent_after = summary["audio_frames_sent"]
-    mismatches = [f for f in srv.sent_frames() if f["frame"].get("code") == "audio_format_mismatch"]
-    assert len(mismatches) == sent_after  # every chunk sent was refused, and then it stopped
-    assert sent_after <= 5, sent_after  # only the frames already in flight
+    refusals = [f["t"] for f in srv.sent_frames() if f["frame"].get("code") == "audio_format_mismatch"]
+    audio = [f["t"] for f in srv.frames() if isinstance(f["frame"], dict) and f["frame"].get("type") == "channel.input"
+             and f["frame"]["chunk"]["kind"] == "audio_chunk"]
+    assert len(refusals) == len(audio)  # every chunk sent was refused ...
+    # ... in two short bursts (the frames in flight when a refusal came back), 5 s apart
+    bursts = [t for i, t in enumerate(audio) if i == 0 or t - audio[i - 1] > 2.0]
+    assert len(bursts) == 2 and bursts[1] - bursts[0] >= 4.9, audio
+    assert len(audio) <= 12, len(audio)
 
 
 def test_bad_frames_from_the_server_are_survived(tmp_path):
@@ -268,7 +274,7 @@ def test_bad_frames_from_the_server_are_survived(tmp_path):
             srv.inject(kind, size)
         dev.send("send_text", text="are you ok?")
         dev.wait_event("turn_completed", 20)
-        stats_before = _stats(dev)
+        stats_before = stats(dev)
         # malformed and an unknown frame type, binary, two above max_message (the downlink bounds
         # what it keeps: no close for a big message, whatever its size)
         assert stats_before["drops"]["malformed"] == 2 and stats_before["drops"]["binary"] == 1
@@ -297,7 +303,7 @@ def test_observer_plays_the_reply_and_never_sends(tmp_path):
             assert json.loads(primary.recv())["type"] == "channel.opened"
             primary.send(json.dumps({"type": "channel.input", "chunk": {"kind": "text_chunk", "text": "hi"}}))
             dev.wait_event("turn_completed", 20)
-            _wait_stats(dev, lambda s: s["playback_chunks"] > 0, 15)  # the reply on its speaker
+            wait_stats(dev, lambda s: s["playback_chunks"] > 0, 15)  # the reply on its speaker
         finally:
             primary.close()
         summary = dev.stop()
@@ -312,24 +318,6 @@ def _faults(**fields):
     from meerkat_tools.devserver import Faults
 
     return Faults(**fields)
-
-
-def _stats(dev):
-    n = len([line for line in dev.lines if "stats" in line])
-    dev.send("stats")
-    return dev.wait_for(lambda: [line["stats"] for line in dev.lines if "stats" in line][n:], 10, "stats")[0]
-
-
-def _wait_stats(dev, predicate, timeout):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        s = _stats(dev)
-        if predicate(s) or time.monotonic() > deadline:
-            assert predicate(s), s
-            return s
-        dev.wait_for(lambda: False, 0.2, raise_on_timeout=False)  # let the board play on
 
 
 def test_non_retryable_provider_error_stops_without_retrying(tmp_path):

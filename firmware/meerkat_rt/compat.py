@@ -24,14 +24,51 @@ except ImportError:
     IS_MICROPYTHON = False
 
 
-def mem_free():
-    """Free GC heap in bytes, or -1 where the runtime cannot tell (CPython)."""
-    import gc
+import gc as _gc
 
+# The ESP32 port's esp32 module (idf_heap_info), None elsewhere. Its gc.mem_free() is not the
+# GC heap's free space: it adds the largest free block of the IDF heap, what the GC heap could
+# still grow by (py/modgc.c with MICROPY_GC_SPLIT_HEAP_AUTO; ports/esp32/gccollect.c), which
+# overstates it by tens of KB on a WROOM and by megabytes with PSRAM. Replaceable in tests.
+_esp32 = None
+if IS_MICROPYTHON:
+    from sys import platform as _platform
+
+    if _platform == "esp32":  # not the fake esp32 module the simulator may have on its path
+        import esp32 as _esp32
+
+_CAP_DEFAULT = const(4096)  # MALLOC_CAP_DEFAULT: what gc_get_max_new_split() measures
+_CAP_INTERNAL = const(2052)  # MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT: internal data RAM
+
+
+def mem_free():
+    """Free GC heap in bytes, or -1 where the runtime cannot tell (CPython). On the ESP32
+    the largest free IDF block that gc.mem_free() adds is taken off again."""
     try:
-        return gc.mem_free()  # type: ignore[attr-defined]
+        free = _gc.mem_free()  # type: ignore[attr-defined]
     except AttributeError:
         return -1
+    if _esp32 is not None:
+        largest = 0
+        for h in _esp32.idf_heap_info(_CAP_DEFAULT):
+            if h[2] > largest:
+                largest = h[2]
+        free -= largest
+    return free if free > 0 else 0
+
+
+def idf_heap():
+    """(free, largest free block, lowest free ever) of the ESP32's internal data RAM, where
+    Wi-Fi, lwIP, TLS buffers and I2S DMA live; None off the ESP32 port."""
+    if _esp32 is None:
+        return None
+    free = largest = low = 0
+    for h in _esp32.idf_heap_info(_CAP_INTERNAL):
+        free += h[1]
+        low += h[3]  # per region: a lower bound of the true low-water mark
+        if h[2] > largest:
+            largest = h[2]
+    return free, largest, low
 
 
 def unload(name):

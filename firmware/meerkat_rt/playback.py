@@ -17,7 +17,12 @@
 #              what the DAC really clocked out;
 #   heard_ms = max(0, min(played, received) // 48 - margin_ms)   (reference 9.3).
 # stop_now() flushes the ring and, given the I2S init arguments, the DMA queue (deinit + init:
-# the only flush machine.I2S has); later chunks of a stopped item are dropped.
+# the only flush machine.I2S has); later chunks of a stopped item are dropped. On the ESP32
+# that init() re-allocates the DMA buffers in internal RAM, which Wi-Fi and TLS compete for:
+# when it fails (ENOMEM) the channel is gone. It is retried once after gc.collect(); if that
+# fails too the speaker is down: the player retries init() every _REVIVE_MS from its pump
+# hook, discarding the audio queued when a retry fails (lost_bytes), and plays on without
+# flushes once it is back (reinit_failures; logged).
 #
 # Speaker modes (board/config "speaker_mode"):
 #   "drain": the run() task, asyncio out_buf/drain (reference/micropython-notes.md 1.3); the
@@ -26,7 +31,10 @@
 #   "irq":   I2S.irq(): write() returns at once, the driver copies in the background and calls
 #            back; the callback only sets a flag and poll() accounts and re-arms from the pump
 #            (no shared state touched in scheduler context). For ESP32-S3 with octal PSRAM,
-#            where drain() hangs (micropython#16029).
+#            where drain() hangs (micropython#16029). The port can lose a callback (its
+#            mp_sched_schedule queue holds 8; the write's queue result is ignored): a write
+#            whose callback has not come within its audio + the DMA queue + _IRQ_MARGIN_MS is
+#            taken as done (irq_lost, logged once), or the player would never idle again.
 #   "poll":  poll() from the pump writes what the DMA accepts right now (ASYNCIO mode, partial
 #            writes). No allocation at all.
 # Writes go straight from the ring (write(buf, off, n): MicroPython's stream write takes an
@@ -34,7 +42,7 @@
 import select
 from array import array
 
-from . import fast
+from . import fast, log
 from .capture import arm
 from .compat import IS_MICROPYTHON, const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 
@@ -47,6 +55,8 @@ _MASK = const(0x3FFFFFFF)  # DAC stream positions wrap here (stay small ints on 
 _HMS = const(5)  # level history granularity: ms of wall time per cell
 _SLACK = const(608)  # one TX DMA descriptor (256 frames x 2 bytes) + 2 ms of tick rounding
 _FREE = 0  # marks an unused item slot (ids are str, or None for anonymous audio)
+_IRQ_MARGIN_MS = const(50)  # beyond a write's audio and the DMA queue: scheduling, ticks
+_REVIVE_MS = const(100)  # between init() retries of a speaker whose re-init failed
 
 
 class Player:
@@ -91,6 +101,10 @@ class Player:
         self._he = -1  # the last cell holding audio (later cells are silence)
         self._irq_done = False
         self._flush_req = False
+        self._tw = 0  # irq mode: tick of the write in flight
+        self._down = None  # init() arguments while the speaker's re-init keeps failing
+        self._t_down = 0
+        self.irq_lost = self.reinit_failures = self.lost_bytes = 0
         self.underruns = self.chunks = self.bytes = self.dropped = self.flushes = 0
         if mode == IRQ:
             self._cb = self._irq
@@ -271,14 +285,23 @@ class Player:
     def poll(self, now=None):
         """Pump hook (modes poll and irq): write what the speaker takes now. True if it did."""
         did = False
+        if self._down is not None:
+            self._revive()
+            return False
         if self.mode == IRQ:
-            if self._busy and self._irq_done:
-                self._done(self._busy, self.clock())
-                did = True
+            if self._busy:
+                t = self.clock()
+                if self._irq_done:
+                    self._done(self._busy, t)
+                    did = True
+                elif ticks_diff(t, self._tw) > (self._busy + self._ibuf) // 48 + _IRQ_MARGIN_MS:
+                    self._lost_irq(t)
+                    did = True
             k = self._span() if not self._busy else 0
             if k:
                 self._irq_done = False
                 self._busy = k
+                self._tw = self.clock()
                 self.i2s.write(self.buf, self._rd, k)  # returns at once; _irq() when copied
                 did = True
         elif self.mode == POLL:
@@ -295,6 +318,15 @@ class Player:
     def _irq(self, i2s):
         self._irq_done = True  # scheduler context: only a flag, poll() does the rest
 
+    def _lost_irq(self, now):
+        # The write in flight had all the time it could need and no callback came: take it as
+        # copied (late by the model, so the cursor errs low). A callback that was only late
+        # would now end the next block early, by at most one block, once.
+        self.irq_lost += 1
+        if self.irq_lost == 1:
+            log.warn("playback", "speaker irq callback lost (none %d ms after a %d-byte write): taken as done, counted in irq_lost", ticks_diff(now, self._tw), self._busy)
+        self._done(self._busy, now)
+
     async def run(self):
         """The speaker task for mode "drain": create it with asyncio.create_task(player.run())."""
         import asyncio
@@ -302,6 +334,10 @@ class Player:
         sw = asyncio.StreamWriter(self.i2s, {})
         mv = memoryview(self.buf)
         while True:
+            if self._down is not None:
+                self._revive()
+                await sleep_ms(5)
+                continue
             k = self._span()
             if k:
                 self._busy = k
@@ -426,15 +462,51 @@ class Player:
             self._he = min(self._he, ticks_diff(now, self._hb) // _HMS)  # nor heard
         self._flush_req = False
         self.flushes += 1
-        i2s = self.i2s
-        i2s.deinit()
-        i2s.init(**self._reinit)  # type: ignore  # this also leaves ASYNCIO/irq mode: redo it
+        self.i2s.deinit()
         if self.mode == IRQ:
             self._consume(self._busy, False)  # the transfer in flight died with the driver task
             self._busy = 0
-            i2s.irq(self._cb)
-        elif self.mode == POLL:
-            arm(i2s, select.POLLOUT)
+        kw = self._reinit
+        err = self._start(kw)
+        if err is not None:
+            import gc
+
+            gc.collect()  # frees what finalisers hold (sockets, TLS contexts) in the IDF heap
+            err = self._start(kw)
+        if err is not None:
+            self.reinit_failures += 1
+            self._reinit = None  # no more flushes: a stop must not risk the speaker again
+            self._down = kw
+            self._t_down = now
+            log.warn("playback", "speaker re-init failed twice (%r): retrying every %d ms, no DMA flush at later stops", err, _REVIVE_MS)
+
+    def _start(self, kw):
+        # init() + the mode's set-up; None, or the error (the channel is then gone).
+        i2s = self.i2s
+        try:
+            i2s.init(**kw)  # type: ignore  # this also leaves ASYNCIO/irq mode: redo it
+            if self.mode == IRQ:
+                i2s.irq(self._cb)  # starts the port's copy task: 2 KB of internal RAM
+            elif self.mode == POLL:
+                arm(i2s, select.POLLOUT)
+        except (OSError, RuntimeError, MemoryError) as e:  # ENOMEM; "failed to create I2S task"
+            return e
+        return None
+
+    def _revive(self):
+        # The speaker is down: init() is retried every _REVIVE_MS; the audio queued meanwhile
+        # waits for it, and is discarded when it fails (lost_bytes; the cursor counts it as
+        # never played), so that a speaker that stays down cannot hold the turn for ever.
+        now = self.clock()
+        if ticks_diff(now, self._t_down) < _REVIVE_MS:
+            return
+        self._t_down = now
+        if self._start(self._down) is None:
+            log.info("playback", "speaker back after a failed re-init")
+            self._down = None
+        elif self._n:
+            self.lost_bytes += self._n
+            self._consume(self._n, False)
 
     ####################################################################
     # The cursor and other queries

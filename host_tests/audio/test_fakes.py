@@ -32,9 +32,128 @@ def test_wlan_joins_with_the_right_key_and_fails_like_the_port():
         w = network.WLAN(network.WLAN.IF_STA)
         w.active(True)
         w.connect(cfg["ssid"], cfg["key"])
+        assert w.status() == network.STAT_CONNECTING  # the attempt takes wifi_connect_ms
+        simworld.sleep_us(60000)
         assert w.status() == status and not w.isconnected()
     with pytest.raises(OSError):
         network.WLAN().connect("home", "secret")  # not active
+
+
+def _wlan(**world):
+    simworld.configure(clock="virtual", wifi_connect_ms=50, **world)
+    w = network.WLAN(network.WLAN.IF_STA)
+    w.active(True)
+    return w
+
+
+def test_wlan_status_follows_network_wlan_c():
+    # CONNECTION_FAIL and AUTH_FAIL both read STAT_WRONG_PASSWORD; the driver retries by
+    # itself; reasons outside the status table read CONNECTING while it does.
+    w = _wlan(wifi_fail=[205, 204, 202])
+    w.connect("home", "k")
+    assert w.status() == network.STAT_CONNECTING
+    seen = []
+    for _ in range(4):
+        simworld.advance_ms(50)
+        seen.append(w.status())
+    assert seen == [network.STAT_WRONG_PASSWORD, network.STAT_CONNECTING, network.STAT_WRONG_PASSWORD,
+                    network.STAT_GOT_IP]
+
+
+def test_wlan_reason_persists_across_connect_and_disconnect():
+    w = _wlan(wifi_fail=[202])
+    w.connect("home", "k")
+    simworld.advance_ms(60)
+    assert w.status() == network.STAT_WRONG_PASSWORD
+    w.disconnect()  # between the driver's attempts: no association to leave, no new reason
+    assert w.status() == network.STAT_WRONG_PASSWORD
+    w.connect("home", "k")  # a new attempt: the old reason still shows ...
+    assert w.status() == network.STAT_WRONG_PASSWORD
+    simworld.advance_ms(60)
+    assert w.isconnected()  # ... until the address replaces it
+    w.disconnect()  # leaving an association: ASSOC_LEAVE reads IDLE
+    assert w.status() == network.STAT_IDLE
+
+
+def test_wlan_reconnects_bound_the_driver_and_pass_the_reason_through():
+    w = _wlan(wifi_fail=[203, 203, 203])
+    w.config(reconnects=2)
+    w.connect("home", "k")
+    simworld.advance_ms(60)
+    assert w.status() == network.STAT_CONNECTING  # one retry left
+    simworld.advance_ms(50)
+    assert w.status() == network.STAT_CONNECT_FAIL == 203  # the driver gave up: the raw reason
+    simworld.advance_ms(500)
+    assert w.status() == 203 and not w.isconnected()
+
+
+def test_ntptime_and_rtc_like_the_port():
+    import ntptime
+
+    simworld.configure(clock="virtual", ntp_hosts=["ntp.lan"], ntp_fail=1)
+    rtc = machine.RTC()
+    assert rtc.datetime()[:7] == (2000, 1, 1, 5, 0, 0, 0)  # a Saturday, after power-up
+    simworld.advance_ms(61000)
+    assert rtc.datetime()[4:7] == (0, 1, 1)
+    ntptime.host = "pool.ntp.org"
+    with pytest.raises(OSError) as exc:
+        ntptime.settime()  # not a server this world reaches: the port's getaddrinfo error
+    assert exc.value.args[0] == -202
+    ntptime.host = "ntp.lan"
+    with pytest.raises(OSError):
+        ntptime.settime()  # the first answer is lost
+    ntptime.settime()
+    year = rtc.datetime()[0]
+    assert year == time.gmtime()[0] and simworld.get().ntp_queries == 3
+    rtc.datetime((2024, 2, 29, 3, 23, 59, 58, 0))
+    simworld.advance_ms(3000)
+    assert rtc.datetime()[:7] == (2024, 3, 1, 4, 0, 0, 1)
+    simworld.configure(rtc="set")
+    assert machine.RTC().datetime()[0] == time.gmtime()[0]
+
+
+def test_i2s_dma_comes_from_internal_ram_and_init_can_fail():
+    import errno
+
+    simworld.configure(i2s_ram=8192 + 4096)
+    mic = _i2s(machine.I2S.RX, ibuf=8192)
+    spk = _i2s(machine.I2S.TX, ibuf=4096)
+    assert simworld.get().i2s_ram == 12288
+    with pytest.raises(RuntimeError):
+        spk.irq(lambda i2s: None)  # the copy task's 2 KB stack does not fit
+    kw = dict(sck=machine.Pin(4), ws=machine.Pin(5), sd=machine.Pin(6), mode=machine.I2S.TX, bits=16,
+              format=machine.I2S.MONO, rate=24000, ibuf=8192)
+    with pytest.raises(OSError) as exc:
+        spk.init(**kw)  # twice the DMA: ENOMEM, and the old channel is gone
+    assert exc.value.args[0] == errno.ENOMEM and simworld.get().i2s_ram == 8192
+    with pytest.raises(OSError):
+        spk.write(bytes(100))
+    kw["ibuf"] = 4096
+    spk.init(**kw)
+    assert spk.write(bytes(100)) == 100
+    simworld.get().i2s_init_fail = 1  # e.g. Wi-Fi took the memory for a moment
+    with pytest.raises(OSError):
+        spk.init(**kw)
+    spk.init(**kw)
+    mic.deinit()
+    assert simworld.get().i2s_ram == 4096
+
+
+def test_i2s_irq_queue_holds_one_write_and_callbacks_can_be_lost():
+    simworld.configure(clock="virtual", i2s_irq_lose=[2])
+    spk = _i2s(machine.I2S.TX, ibuf=2048)
+    done = []
+    spk.irq(done.append)
+    assert spk.write(bytes(2048)) == 2048 and len(done) == 1  # the DMA had room: copied at once
+    block = bytes(1920)
+    for _ in range(3):
+        assert spk.write(block) == 1920  # copying, queued, lost: all return at once
+    assert spk.lost_writes == 1 and len(done) == 1
+    for _ in range(20):
+        simworld.advance_ms(10)
+        simworld.service()
+    assert spk.callbacks == 3 and len(done) == 2  # the second completion never called back
+    assert spk.written == 2048 + 2 * 1920
 
 
 def test_i2s_blocks_until_polled_then_returns_what_is_there():

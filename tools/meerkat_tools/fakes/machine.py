@@ -8,8 +8,20 @@
 #     beyond that the oldest are lost and counted (overruns);
 #   - TX consumes exactly 24 kHz real time from an ibuf-byte queue; when it runs dry it plays
 #     silence (auto_clear) and counts an underrun; deinit() drops what is queued (flushed).
+#   - init() re-allocates the DMA buffers (machine_i2s.c: RX ibuf/2048 buffers of 2 KB, TX
+#     ibuf/512 of 512 bytes, at least two) from simworld's i2s_ram, and fails with
+#     OSError(ENOMEM) when they do not fit or while i2s_init_fail lasts; the channel is then
+#     gone (deleted by the deinit that init() starts with) and every write raises OSError
+#     until an init() succeeds. irq() with a handler starts the port's 2 KB copy task;
+#   - irq mode as the port's task: one write being copied and one queued (a FreeRTOS queue of
+#     one); a write beyond that is lost silently (xQueueSend's result is ignored); the
+#     callbacks simworld's i2s_irq_lose names never come (mp_sched_schedule's queue was full).
 # Counters (cumulative over init/deinit): written, played (bytes clocked out), flushed,
-# underruns, overruns (samples). played is the cursor's ground truth.
+# underruns, overruns (samples), callbacks (irq completions, lost ones included), lost_writes.
+# played is the cursor's ground truth.
+# RTC: the ESP32's wall clock (gettimeofday, which mbedtls checks certificates against), from
+# simworld's rtc setting: 2000-01-01 after a power-up.
+import errno
 import io
 import struct
 
@@ -50,6 +62,49 @@ class Pin:
         self._v = 0
 
 
+_S2000 = 946684800  # seconds from 1970 (the host's epoch) to 2000 (the ESP32 port's)
+
+
+def _days(y, m, d):
+    # Days from 2000-01-01 to a civil date (proleptic Gregorian).
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 730425
+
+
+class RTC:
+    """machine.RTC of the ESP32 port: datetime() reads and sets the system time (8-tuples
+    (year, month, day, weekday 0=Monday, hour, minute, second, microsecond))."""
+
+    def __init__(self, id=0):
+        pass
+
+    def datetime(self, dt=None):
+        w = simworld.get()
+        now = w.now() // 24000
+        if dt is not None:
+            y, mo, d, _, h, mi, s = dt[:7]
+            w.rtc_base = _days(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - now
+            return None
+        import time
+
+        t = w.rtc_base + now
+        tm = time.gmtime(t + _S2000)
+        return (tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0)
+
+
+def _dma(mode, ibuf):
+    # The port's DMA for one channel (machine_i2s.c get_dma_buf_count): buffers of 256 frames,
+    # at least two; an RX frame is always 32-bit stereo (8 bytes), a TX frame 16-bit mono here.
+    frame = 8 if mode == 1 else 2
+    return max(ibuf // (256 * frame), 2) * 256 * frame
+
+
+_TASK = 2048  # I2S_TASK_STACK_SIZE: the irq mode's copy task
+
+
 class I2S(io.IOBase):
     RX = 1
     TX = 2
@@ -59,14 +114,33 @@ class I2S(io.IOBase):
     def __init__(self, id, **kw):
         self.id = id
         self.written = self.played = self.flushed = self.underruns = self.overruns = 0
+        self.callbacks = self.lost_writes = 0
         self.buf = None
-        self.init(**kw)
+        self.ram = 0  # internal RAM this channel holds (DMA, copy task), in world _w
+        self._w = None
+        self.live = False
+        w = simworld.get()
+        old = w.i2s_by_id.get(id)
+        if old is not None:
+            old.deinit()  # the port reuses the bus's object: a new I2S(id) deinits the old one
+        self._setup(**kw)
+        w.i2s_by_id[id] = self
 
-    def init(self, *, sck, ws, sd, mode, bits, format, rate, ibuf, mck=None):
+    def init(self, **kw):
+        self.deinit()  # as the port: the old channel goes first, whatever follows
+        w = simworld.get()
+        w.i2s_inits += 1
+        if w.i2s_init_fail > 0:
+            w.i2s_init_fail -= 1
+            raise OSError(errno.ENOMEM, "ESP_ERR_NO_MEM")  # check_esp_err's mapping
+        self._setup(**kw)
+
+    def _setup(self, *, sck, ws, sd, mode, bits, format, rate, ibuf, mck=None):
         if mode not in (1, 2) or bits not in (16, 32) or format != 0 or rate != 24000 or mode == 2 and bits != 16:
             raise ValueError("fake I2S: only RX 16/32-bit or TX 16-bit, MONO, 24000 Hz")
         w = simworld.get()
         w.service()
+        self._take(w, _dma(mode, ibuf))
         self.mode = mode
         self.bits = bits
         self.ibuf = ibuf
@@ -83,17 +157,44 @@ class I2S(io.IOBase):
                 self.buf = bytearray(ibuf)
             self.rd = self.q = 0
             self.pend = None  # irq mode: (buf, off, n) being copied
+            self.queued = None  # and the next one, waiting in the task's queue
             w.tx = self
 
+    def _take(self, w, n):
+        limit = w.cfg["i2s_ram"]
+        if limit is not None and w.i2s_ram + n > limit:
+            raise OSError(errno.ENOMEM, "ESP_ERR_NO_MEM")
+        w.i2s_ram += n
+        self.ram += n
+        self._w = w
+
+    def _release(self, n):
+        if self._w is not None:
+            self._w.i2s_ram -= n
+        self.ram -= n
+
     def deinit(self):
-        simworld.get().service()
-        if self.mode == 2:
+        w = simworld.get()
+        w.service()
+        if self.live and self.mode == 2:
             self.flushed += self.q
             self.q = 0
-            self.pend = None
+            self.pend = self.queued = None
+        self._release(self.ram)
+        self.handler = None
         self.live = False
 
     def irq(self, handler):
+        if not self.live:
+            raise OSError(errno.EINVAL)
+        w = simworld.get()
+        if handler is not None and self.handler is None:
+            try:
+                self._take(w, _TASK)
+            except OSError:
+                raise RuntimeError("failed to create I2S task")
+        elif handler is None and self.handler is not None:
+            self._release(_TASK)
         self.handler = handler
 
     def ioctl(self, req, flags):
@@ -112,6 +213,8 @@ class I2S(io.IOBase):
     # RX
 
     def readinto(self, buf, n=-1):
+        if not self.live:
+            raise OSError(errno.EINVAL)  # no channel (deinit, or a failed init)
         w = simworld.get()
         w.service()
         size = self.bits // 8
@@ -147,14 +250,19 @@ class I2S(io.IOBase):
 
     def write(self, buf, off=0, n=-1):
         if not self.live:
-            raise OSError(1)  # EPERM, as the port after deinit()
+            raise OSError(errno.EINVAL)  # no channel: i2s_channel_write(NULL) is ESP_ERR_INVALID_ARG
         if n < 0:
             n = len(buf) - off
         w = simworld.get()
         w.service()
         if self.handler is not None:
-            self.pend = (buf, off, n)
-            self._fill()
+            if self.pend is None:
+                self.pend = (buf, off, n)
+                self._fill()
+            elif self.queued is None:
+                self.queued = (buf, off, n)
+            else:
+                self.lost_writes += 1  # the queue holds one: xQueueSend(..., 0) fails silently
             return n
         while not self.asyncio and self.ibuf - self.q < n:
             simworld.sleep_us((n - self.ibuf + self.q) * 125 // 6 + 100)  # blocking mode
@@ -177,8 +285,14 @@ class I2S(io.IOBase):
         k = min(n, self.ibuf - self.q) & ~1
         self._put(buf, off, k)
         if k == n:
-            self.pend = None
-            schedule(self.handler, self)
+            self.pend = self.queued
+            self.queued = None
+            self.callbacks += 1
+            lose = simworld.world.cfg["i2s_irq_lose"]
+            if not lose or self.callbacks not in lose:
+                schedule(self.handler, self)
+            if self.pend is not None:
+                self._fill()
         else:
             self.pend = (buf, off + k, n - k)
 

@@ -45,7 +45,20 @@ DEFAULTS = {
     "raw_shift": 16,  # 32-bit microphone words are sample << raw_shift (INMP441-like at 16)
     "wifi_ssid": None,  # the only SSID the fake WLAN finds; None: any
     "wifi_key": None,  # None: any key
-    "wifi_connect_ms": 200,
+    "wifi_connect_ms": 200,  # one association attempt of the driver
+    "wifi_fail": None,  # e.g. [205, 202]: ESP-IDF disconnect reasons that the driver's next
+    #                     association attempts end with, in order, whatever the key (a busy or
+    #                     flaky AP: 205 CONNECTION_FAIL, 202 AUTH_FAIL, 204 HANDSHAKE_TIMEOUT)
+    "rtc": "cold",  # the RTC at world start: "cold" reads 2000-01-01 00:00:00 (a power-up),
+    #                 "set" the host's UTC time (a soft reset keeps the RTC running)
+    "ntp_hosts": None,  # the NTP servers the fake ntptime reaches; None: any host
+    "ntp_fail": 0,  # the first n NTP queries time out (a lost UDP answer)
+    "i2s_ram": None,  # bytes of internal RAM for the fake I2S's DMA buffers and irq tasks,
+    #                   allocated as the ESP32 port does; None: unlimited
+    "i2s_init_fail": 0,  # the next n I2S.init() calls fail with ENOMEM (after their deinit)
+    "i2s_irq_lose": None,  # e.g. [3]: ordinals (1-based) of TX irq callbacks that never come
+    "idf_heaps": None,  # the fake esp32.idf_heap_info(): [[total, free, largest, min_free,
+    #                     caps], ...]; None: a WROOM's after Wi-Fi joined (esp32.py)
 }
 
 try:
@@ -162,6 +175,17 @@ class World:
             self.size = size
             self.line = bytearray(2 * size)
         self.lw = 0  # the line holds speaker output up to this world index
+        # The ESP32 port's other state (fakes machine.RTC and I2S, network, ntptime):
+        self.rtc_base = 0 if cfg["rtc"] == "cold" else int(time.time()) - 946684800  # s since 2000 at t=0
+        if cfg["rtc"] not in ("cold", "set"):
+            raise ValueError("simworld: rtc must be cold or set")
+        self.wifi_fail = list(cfg["wifi_fail"] or ())
+        self.ntp_fail = cfg["ntp_fail"]
+        self.ntp_queries = 0
+        self.i2s_ram = 0  # bytes the fake I2S objects hold
+        self.i2s_init_fail = cfg["i2s_init_fail"]
+        self.i2s_inits = 0  # init() calls (not the constructors')
+        self.i2s_by_id = {}  # the port keeps one I2S object per bus
         self.rec = None
         if cfg["record"]:
             self.rec = open(cfg["record"], "wb")

@@ -473,6 +473,7 @@ class Hostile:
         self.session_id = str(uuid.uuid4())
         self.target = {"type": "session_target", "session_id": self.session_id}
         self.scripts: list[Script] = []
+        self.upgrade_answers: list[bytes] = []  # raw HTTP answers to the next upgrade requests
         self.answers: dict[str, list[Answer | dict | bytes]] = {}
         self.frames: list[Frame] = []
         self.calls: list[Call] = []
@@ -733,6 +734,10 @@ class Hostile:
 
     async def _ws(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
+        if self.upgrade_answers:
+            writer.write(self.upgrade_answers.pop(0))
+            await writer.drain()
+            return
         lines = head.decode("latin-1").split("\r\n")
         target = lines[0].split(" ")[1] if len(lines[0].split(" ")) > 1 else "/"
         headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:] if l)}

@@ -74,11 +74,23 @@ def clean(dev: SimDevice, srv: Hostile) -> None:
     assert srv.errors == [], srv.errors
 
 
-def stats(dev: SimDevice) -> dict:
+def stats(dev: SimDevice, timeout: float = 10) -> dict:
     """The board's stats() now."""
     n = len([line for line in dev.lines if "stats" in line])
     dev.send("stats")
-    return dev.wait_for(lambda: [line["stats"] for line in dev.lines if "stats" in line][n:], 10, "stats")[0]
+    return dev.wait_for(lambda: [line["stats"] for line in dev.lines if "stats" in line][n:], timeout, "stats")[0]
+
+
+def send_text(dev: SimDevice, srv: Hostile, text: str, timeout: float = 10) -> None:
+    """The app sends a text turn; returns once the server has it.
+
+    One command at a time, each awaited by its effect: on CPython the simulated board reads
+    stdin through Python's buffer, which select() does not see, so a command that reaches the
+    pipe together with the one before it waits there until another one comes
+    (tools/meerkat_tools/sim/device.py)."""
+    n = len([f for f in srv.frames if f.text_input is not None])
+    dev.send("send_text", text=text)
+    srv.wait_for(lambda: len([f for f in srv.frames if f.text_input is not None]) > n, timeout, f"the text {text!r}")
 
 
 def wait_stats(dev: SimDevice, predicate: Callable[[dict], bool], timeout: float, what: str = "stats") -> dict:
@@ -100,3 +112,12 @@ def opened(dev: SimDevice, n: int = 1, timeout: float = 20) -> None:
 def absent(recording: bytes, audio: bytes, step_ms: int = 100) -> bool:
     """No 20 ms piece of `audio` (taken every step_ms) is anywhere in the recording."""
     return all(recording.find(audio[i : i + 960]) < 0 for i in range(0, len(audio) - 960, step_ms * 48))
+
+
+def one_line_each(logs: list[str]) -> bool:
+    """Every log record is one console line: no server text put a newline, a carriage return
+    or another control character into it unescaped (on a board, log lines go to the console
+    as they are; the simulator wraps each record in JSON, which would hide a forged line)."""
+    bad = [line for line in logs if any(c < " " or c == "\x7f" for c in line)]
+    assert bad == [], f"log records with raw control characters: {bad[:3]}"
+    return True

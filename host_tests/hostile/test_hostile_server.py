@@ -4,7 +4,7 @@ handshakes of both surfaces, a text turn, the clean close, and what the server r
 from __future__ import annotations
 
 import pytest
-from rig import device, opened
+from rig import device, opened, send_text
 
 from hostile import Hostile
 
@@ -14,7 +14,7 @@ def test_a_friendly_script_holds_a_text_turn(tmp_path, surface):
     with Hostile.running(surface) as srv:
         with device(srv, tmp_path) as (dev, rec):
             opened(dev)
-            dev.send("send_text", text="hello")
+            send_text(dev, srv, "hello")
             dev.wait_event("turn_completed", 20)
             dev.wait_event("reply_done", 15)
         summary = dev.summary

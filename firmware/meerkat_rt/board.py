@@ -3,7 +3,13 @@
 # The only firmware module that imports machine (lazily, in make_mic/make_speaker). Every field
 # is checked once; an error names the board and the field (boards/README.md documents them).
 # Needed only at start-up: the app may drop it from sys.modules afterwards to free its heap.
+#
+# It also checks the board's internal-RAM budget and logs it: the ESP32 port allocates I2S DMA
+# buffers from internal RAM (machine_i2s.c), where Wi-Fi, lwIP and the TLS buffers live too,
+# and a DMA that does not fit fails at start-up, at the first stop's re-init, or starves TLS.
 import json
+
+from . import log
 
 RATE = 24000
 
@@ -18,12 +24,14 @@ class BoardError(ValueError):
 _SPEC = """{
 "": {"name": ["s", 0, 0, ""], "description": ["s", 0, 0, ""], "psram": ["b", 0, 0, false],
   "ring_ms": ["i", 80, 10000, null], "playback_ms": ["i", 200, 10000, null],
-  "echo_coupling_db": ["n", -40, 20, -6], "notes": ["t", 0, 0, ""], "mic": ["o"], "speaker": ["o"]},
+  "echo_coupling_db": ["n", -40, 20, -6], "notes": ["t", 0, 0, ""], "mic": ["o"], "speaker": ["o"],
+  "internal_ram": ["i", 8192, 524288, null], "wifi_reserve": ["i", 0, 131072, 8192],
+  "tls_reserve": ["i", 0, 131072, 20480]},
 "mic": {"i2s": ["i", 0, 1], "sck": ["p", 0, 48], "ws": ["p", 0, 48], "sd": ["p", 0, 48],
-  "bits": ["i", 16, 32, 16], "shift": ["i", 0, 24, null], "ibuf": ["i", 2048, 131072, 16384],
+  "bits": ["i", 16, 32, 16], "shift": ["i", 0, 24, null], "ibuf": ["i", 2048, 131072, null],
   "highpass": ["b", 0, 0, false], "model": ["s", 0, 0, ""]},
 "speaker": {"i2s": ["i", 0, 1], "sck": ["p", 0, 48], "ws": ["p", 0, 48], "sd": ["p", 0, 48],
-  "ibuf": ["i", 2048, 131072, 8192], "mode": ["m", 0, 0, "drain"], "block_ms": ["i", 10, 100, 20],
+  "ibuf": ["i", 2048, 131072, null], "mode": ["m", 0, 0, "drain"], "block_ms": ["i", 10, 100, 20],
   "gain_db": ["n", -40, 12, 0], "enable": ["p", 0, 48, null], "enable_level": ["i", 0, 1, 1],
   "flush": ["b", 0, 0, true], "model": ["s", 0, 0, ""]}
 }"""
@@ -94,11 +102,46 @@ def check(raw, name="?"):
     b["mic"] = mic
     b["speaker"] = spk
     # Buffers: 2 s where PSRAM holds them; a no-PSRAM heap (~110 KB) affords a few frames.
+    psram = b["psram"]
     if b["ring_ms"] is None:
-        b["ring_ms"] = 2000 if b["psram"] else 280
+        b["ring_ms"] = 2000 if psram else 280
     if b["playback_ms"] is None:
-        b["playback_ms"] = 2000 if b["psram"] else 300
+        b["playback_ms"] = 2000 if psram else 300
+    # Internal RAM: what the IDF keeps once the GC heap has grown (a WROOM: ~40 KB, commit
+    # f6d630877c; with PSRAM the GC heap lives there); DMA sizes that fit it with the reserves.
+    if b["internal_ram"] is None:
+        b["internal_ram"] = 98304 if psram else 40960
+    if mic is not None and mic["ibuf"] is None:
+        mic["ibuf"] = 16384 if psram else 8192
+    if spk["ibuf"] is None:
+        spk["ibuf"] = 8192 if psram else 4096
+    i2s, room = ram_budget(b)
+    what = "%s: I2S DMA takes %d B of internal RAM, %d B are left after Wi-Fi (%d) and TLS (%d) of %d"
+    args = (b["name"], i2s, room, b["wifi_reserve"], b["tls_reserve"], b["internal_ram"])
+    if i2s > room:
+        log.warn("board", what + ": expect ENOMEM from I2S init, Wi-Fi or the TLS handshake; lower mic.ibuf, speaker.ibuf", *args)
+    else:
+        log.info("board", what, *args)
     return b
+
+
+def dma_bytes(sec, rx):
+    """Internal RAM the ESP32 port's I2S takes for one bus (machine_i2s.c get_dma_buf_count):
+    DMA buffers of 256 frames, at least two; an RX frame is 8 bytes whatever `bits` is (it
+    always reads 32-bit stereo), a TX frame bits/8 (mono)."""
+    frame = 8 if rx else sec.get("bits", 16) // 8
+    n = sec["ibuf"] // (256 * frame)
+    return (n if n > 2 else 2) * 256 * frame
+
+
+def ram_budget(b):
+    """(internal RAM the board's I2S takes, internal RAM left for it after the Wi-Fi and TLS
+    reserves). A speaker in irq mode adds its copy task's 2 KB stack."""
+    spk = b["speaker"]
+    i2s = dma_bytes(spk, False) + (2048 if spk["mode"] == "irq" else 0)
+    if b["mic"] is not None:
+        i2s += dma_bytes(b["mic"], True)
+    return i2s, b["internal_ram"] - b["wifi_reserve"] - b["tls_reserve"]
 
 
 def _candidates(name):

@@ -61,15 +61,17 @@ def test_defaults_are_filled_in():
     b = board.check(raw, "minimal")
     assert b["name"] == "minimal" and b["psram"] is False
     assert (b["ring_ms"], b["playback_ms"], b["echo_coupling_db"]) == (280, 300, -6)
-    assert b["mic"] == {"i2s": 0, "sck": 1, "ws": 2, "sd": 3, "bits": 16, "shift": 0, "ibuf": 16384,
+    assert b["mic"] == {"i2s": 0, "sck": 1, "ws": 2, "sd": 3, "bits": 16, "shift": 0, "ibuf": 8192,
                         "highpass": False, "model": ""}
     spk = b["speaker"]
     assert (spk["mode"], spk["ibuf"], spk["block_ms"], spk["gain_db"], spk["enable"], spk["flush"]) == (
-        "drain", 8192, 20, 0, None, True)
+        "drain", 4096, 20, 0, None, True)
+    assert (b["internal_ram"], b["wifi_reserve"], b["tls_reserve"]) == (40960, 8192, 20480)
     raw["mic"]["bits"] = 32
     raw["psram"] = True
     b = board.check(raw, "minimal")
     assert b["mic"]["shift"] == 16 and b["ring_ms"] == 2000
+    assert (b["mic"]["ibuf"], b["speaker"]["ibuf"], b["internal_ram"]) == (16384, 8192, 98304)
 
 
 def test_errors_name_the_board_and_the_field():
@@ -153,3 +155,54 @@ def test_make_mic_and_speaker_build_i2s_objects():
     else:
         raise AssertionError("atom_echo has no usable microphone")
     simworld.get().close()
+
+
+def _logged(fn):
+    from meerkat_rt import log
+
+    lines = []
+    old = log.sink
+    log.sink = lines.append
+    try:
+        return fn(), lines
+    finally:
+        log.sink = old
+
+
+def test_dma_is_counted_as_the_esp32_port_allocates_it():
+    # machine_i2s.c: buffers of 256 frames, at least two; RX frames are 32-bit stereo (8 bytes)
+    # whatever bits is, TX frames 16-bit mono (2 bytes).
+    assert board.dma_bytes({"ibuf": 16384, "bits": 16}, True) == 16384  # 8 buffers of 2 KB
+    assert board.dma_bytes({"ibuf": 5000, "bits": 32}, True) == 4096  # rounded down
+    assert board.dma_bytes({"ibuf": 2048, "bits": 16}, True) == 4096  # the minimum of two
+    assert board.dma_bytes({"ibuf": 4096}, False) == 4096  # 8 buffers of 512 bytes
+    assert board.dma_bytes({"ibuf": 1000}, False) == 1024
+
+
+def test_every_board_fits_its_internal_ram_and_says_so():
+    for name in NAMES:
+        b, lines = _logged(lambda: board.load(_path(name)))
+        i2s, room = board.ram_budget(b)
+        assert i2s <= room, (name, i2s, room)
+        assert [line for line in lines if line.startswith("I board: %s: I2S DMA takes %d B" % (name, i2s))], lines
+    b = board.load(_path("esp32_devkit"))  # a WROOM: the DMA that leaves Wi-Fi and TLS their share
+    assert (b["mic"]["ibuf"], b["speaker"]["ibuf"]) == (8192, 4096)
+    assert board.ram_budget(b) == (12288, 12288)
+
+
+def test_a_board_over_its_internal_ram_budget_is_warned_about():
+    raw = _raw("esp32_devkit")
+    raw["mic"]["ibuf"] = 16384  # the former WROOM defaults: 24 KB of DMA
+    raw["speaker"]["ibuf"] = 8192
+    b, lines = _logged(lambda: board.check(raw, "esp32_devkit"))
+    assert board.ram_budget(b) == (24576, 12288)
+    warn = [line for line in lines if line.startswith("W board: esp32_devkit: I2S DMA takes 24576 B")]
+    assert len(warn) == 1 and "12288 B are left" in warn[0] and "ENOMEM" in warn[0], lines
+    raw["speaker"]["mode"] = "irq"  # the copy task's stack is internal RAM too
+    raw["mic"]["ibuf"] = 8192
+    raw["speaker"]["ibuf"] = 4096
+    b, lines = _logged(lambda: board.check(raw, "esp32_devkit"))
+    assert board.ram_budget(b)[0] == 12288 + 2048 and lines[0].startswith("W board:"), lines
+    raw["internal_ram"] = 65536  # a board (or a measurement) with more room
+    b, lines = _logged(lambda: board.check(raw, "esp32_devkit"))
+    assert lines[0].startswith("I board:"), lines

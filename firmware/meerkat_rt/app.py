@@ -7,7 +7,7 @@
 # WebSocket's buffers) are made first, in the constructor, before Wi-Fi and TLS fragment the
 # heap; modules only needed to set up (config, board) are dropped afterwards.
 from . import log
-from .compat import print_exception, unload
+from .compat import idf_heap, print_exception, unload
 
 _LEVELS = {"debug": log.DEBUG, "info": log.INFO, "warn": log.WARN, "error": log.ERROR}
 
@@ -124,6 +124,12 @@ class Device:
 
             await wifi.connect(self.cfg["wifi"])
             unload("wifi")
+        tls = self.cfg["tls"]
+        if tls.get("ca_file") and not tls["insecure"]:  # certificate checks need the date
+            from . import clock
+
+            await clock.ensure(tls["ntp_host"])
+            unload("clock")
         speaker = tracer = None
         if self.player.mode == "drain":
             speaker = asyncio.create_task(self.player.run())
@@ -163,6 +169,9 @@ class Device:
             s["vad_threshold"] = self.capture.vad.threshold if self.capture.vad else 0
         s["playback_chunks"] = self.player.chunks
         s["playback_dropped"] = self.player.dropped
+        idf = idf_heap()  # the ESP32's internal RAM, beside heap_low (the GC heap's)
+        if idf is not None:
+            s["idf_free"], s["idf_low"] = idf[0], idf[2]
         return s
 
 

@@ -24,7 +24,7 @@ _SHAPES = {
     "server": "rpc:s? rest:s? surface:s? timeout_ms:n? open_timeout_ms:n?",
     "session_target": "type:s session_id:s",
     "mob_member": "type:s mob_id:s agent_identity:s",
-    "tls": "ca_file:s? insecure:b?",
+    "tls": "ca_file:s? insecure:b? ntp_host:s?",
     "reconnect": "max_attempts:n? initial_backoff_ms:n? max_backoff_ms:n? max_total_ms:n?",
     "policy": "max_attempts:n initial_backoff_ms:n max_backoff_ms:n max_total_ms:n",
     "audio": "frame_ms:n? ring_ms:n? playback_ms:n? margin_ms:n? preroll_ms:n? "
@@ -40,7 +40,9 @@ DEFAULTS = {
     # protocol v2's realtime/open_info when that method is not found), "v2" (Meerkat 0.6.0-0.6.4)
     # or "live" (0.6.5 and later). The REST proxy exists only for v2.
     "server": {"surface": "auto", "timeout_ms": 10000, "open_timeout_ms": 20000},
-    "tls": {"insecure": False},
+    # ntp_host: where the clock is set from before the first wss:// connect when certificates
+    # are verified (a board's RTC reads 2000-01-01 after power-up); "": never (clock.py).
+    "tls": {"insecure": False, "ntp_host": "pool.ntp.org"},
     # Client-side reconnect after a dropped socket or a retryable close: exponential backoff
     # with full jitter; max_attempts 0 = keep trying; max_total_ms 0 = no overall budget.
     "reconnect": {"max_attempts": 0, "initial_backoff_ms": 500, "max_backoff_ms": 8000, "max_total_ms": 0},
@@ -139,6 +141,9 @@ def validate(cfg):
         _fail("config.audio.speaker_mode", "drain, irq or poll")
     if cfg["trace_ms"] and not 10 <= cfg["trace_ms"] <= 1000:
         _fail("config.trace_ms", "0 (off) or 10..1000 (ms between trace samples)")
+    ntp = cfg["tls"]["ntp_host"]
+    if len(ntp) > 253 or " " in ntp or ":" in ntp or "/" in ntp:
+        _fail("config.tls.ntp_host", 'a host name (e.g. "pool.ntp.org"), or "" to never set the clock')
     if cfg["log_level"] not in LOG_LEVELS:
         _fail("config.log_level", "debug, info, warn or error")
     if "wifi" in cfg and cfg["wifi"].get("ssid") is None:

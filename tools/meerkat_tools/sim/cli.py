@@ -22,6 +22,7 @@ from .runner import SimDevice, SimError
 # completes. 110K is an ESP32 WROOM's, where the package must be frozen or in ROMFS because its
 # code alone takes about 110 KB of heap when loaded from files (README, "Memory").
 DEFAULT_HEAP = "224K"
+TRACE_HEAP = "256K"  # the default with --timeline, --trace-out or --repl on the stock binary
 QUESTION = paths.FIXTURES / "user_question.wav"
 INTERRUPT = paths.FIXTURES / "user_interrupt.wav"
 
@@ -63,6 +64,18 @@ def _args(argv):
         help="the bundled dev server serves its WebSockets over TLS (wss://) with a CA it makes; the board "
         "verifies the certificate against that CA (DER, config tls.ca_file)",
     )
+    p.add_argument(
+        "--timeline",
+        type=Path,
+        metavar="PNG",
+        help="draw the conversation (mic level, VAD threshold and echo estimate, speaker, frames held/sent/dropped, "
+        "server events, barge-ins, each truncate's cursor against the speaker's true play position) into this PNG",
+    )
+    p.add_argument("--trace-out", type=Path, metavar="LOG", help="also keep the board's trace lines (what meerkat-timeline reads)")
+    p.add_argument("--trace-ms", type=int, default=20, help="trace sample period with --timeline/--trace-out (default 20)")
+    p.add_argument("--repl", action="store_true",
+                   help="the board runs meerkat_rt.start(): its REPL (\"--> \") on this terminal, where status(), say(\"text\"), "
+                   "talk(), stop(), interrupt() and close() act on the running device (micropython runtime only)")
     p.add_argument("--ca", type=Path, help="CA certificate (DER) the board verifies a wss:// server against (config tls.ca_file)")
     p.add_argument("--json", action="store_true", help="print the device's JSON lines instead of a readable log")
     return p.parse_args(argv)
@@ -77,6 +90,8 @@ class Printer:
         self.reply = ""
 
     def __call__(self, line: dict) -> None:
+        if str(line.get("raw", "")).startswith("~t"):
+            return  # a trace line: for the timeline, not the reader
         if self.raw:
             print(json.dumps(line), flush=True)
             return
@@ -155,10 +170,55 @@ def _done(dev: SimDevice, barge: bool) -> bool:
     return bool(done)
 
 
+def _terminal(chunk: str) -> None:
+    # The REPL board's output on this terminal, without its trace lines (they go to the picture).
+    keep = [piece for piece in chunk.splitlines(True) if not piece.startswith("~t")]
+    sys.stdout.write("".join(keep))
+    sys.stdout.flush()
+
+
+def _repl(dev) -> None:
+    """This terminal's lines go to the board's REPL until the board stops (close() or Ctrl-D
+    there) or this side ends (Ctrl-C, end of input: the board is closed then)."""
+    import threading
+
+    def forward() -> None:
+        for line in sys.stdin:
+            try:
+                dev.type(line)
+            except (SimError, OSError):
+                return
+
+    threading.Thread(target=forward, daemon=True).start()
+    dev.wait_for(lambda: dev.summary is not None, 24 * 3600, "the board to stop", raise_on_timeout=False)
+
+
+def _timeline(args, dev) -> None:
+    from .. import timeline
+
+    lines = [str(l["raw"]) for l in dev.lines if "~t" in str(l.get("raw", ""))]
+    if args.trace_out:
+        args.trace_out.write_text("".join(line[line.find("~t"):] + "\n" for line in lines))
+        print(f"meerkat-sim: {len(lines)} trace lines in {args.trace_out}", file=sys.stderr)
+    if args.timeline:
+        runs = timeline.parse(lines)
+        if not runs:
+            print("meerkat-sim: the board wrote no trace lines: no timeline", file=sys.stderr)
+            return
+        timeline.draw(runs[-1], args.timeline, title="meerkat-sim" + (" over wss://" if args.wss else ""))
+        s = runs[-1].summary()
+        print(f"meerkat-sim: timeline in {args.timeline} ({s['samples']} samples, {len(s['events'])} events, "
+              f"{len(s['truncates'])} truncate(s))", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     paths.require_checkout()
     heap = None if (args.heap or "").lower() == "none" else (args.heap or DEFAULT_HEAP)
+    if args.heap is None and args.image == "stock" and (args.timeline or args.trace_out or args.repl):
+        # The trace module and aiorepl load from .mpy files on the stock binary: 6 and 9 KB
+        # more heap on its 64-bit objects (frozen images need far less; README, "Memory").
+        heap = TRACE_HEAP
     printer = Printer(args.json)
     with contextlib.ExitStack() as stack:
         if args.rpc or args.rest:
@@ -181,16 +241,25 @@ def main(argv=None) -> int:
             if not args.ca.is_file():
                 raise SystemExit(f"meerkat-sim: no such CA file: {args.ca}")
             config["tls"] = {"ca_file": str(args.ca.resolve())}
+        if args.timeline or args.trace_out:
+            config["trace_ms"] = args.trace_ms
         failed = False
-        dev = SimDevice(
-            config,
-            _world(args),
-            args.runtime,
-            heap if args.runtime == "micropython" else None,
-            seconds=args.seconds or 120,
-            on_line=printer,
-            image=args.image if args.runtime == "micropython" else "stock",
-        )
+        if args.repl:
+            if args.runtime != "micropython":
+                raise SystemExit("meerkat-sim: --repl needs the micropython runtime (aiorepl is MicroPython's)")
+            from .repl import ReplSim
+
+            dev = ReplSim(config, _world(args), heap, seconds=args.seconds, on_text=_terminal, image=args.image)
+        else:
+            dev = SimDevice(
+                config,
+                _world(args),
+                args.runtime,
+                heap if args.runtime == "micropython" else None,
+                seconds=args.seconds or 120,
+                on_line=printer,
+                image=args.image if args.runtime == "micropython" else "stock",
+            )
         if args.runtime == "micropython":
             try:
                 dev.resolve_image()  # builds the image on first use (progress on stderr)
@@ -198,9 +267,13 @@ def main(argv=None) -> int:
                 raise SystemExit(f"meerkat-sim: --image {args.image}: {exc}") from None
         try:
             dev.start()
-            if args.turning_mode == "explicit_commit":
+            if args.repl:
+                _repl(dev)
+            elif args.turning_mode == "explicit_commit":
                 _push_to_talk(dev, args.mic)
-            if args.seconds:
+            if args.repl:
+                pass
+            elif args.seconds:
                 dev.wait_summary(args.seconds + 20)
             else:
                 barge = args.barge_in_at_ms >= 0 and args.turning_mode == "provider_managed"
@@ -212,6 +285,8 @@ def main(argv=None) -> int:
             pass
         finally:
             summary = dev.stop()
+    if args.timeline or args.trace_out:
+        _timeline(args, dev)
     if summary is None:
         print(f"meerkat-sim: the simulated board did not finish cleanly; {dev.describe_exit()}", file=sys.stderr)
         return 2

@@ -356,6 +356,15 @@ class Conn:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    async def signalled(self, name: str, timeout: float = 15.0) -> Any:
+        """Wait for the test to call srv.signal(name, value); returns the value."""
+        deadline = time.monotonic() + timeout
+        while name not in self.srv.signals:
+            if time.monotonic() > deadline:
+                raise ScriptTimeout(f"connection {self.n}: no signal {name!r} from the test within {timeout} s")
+            await asyncio.sleep(0.02)
+        return self.srv.signals[name]
+
     # -- the surfaces
 
     async def accept(self, timeout: float = 15.0) -> None:
@@ -482,6 +491,7 @@ class Hostile:
         self.channels: dict[str, dict] = {}  # live: channel_id -> {token, token_used, state, conn}
         self.conns: list[Conn] = []
         self.errors: list[str] = []  # scripts that failed (raised, or waited in vain)
+        self.signals: dict[str, Any] = {}  # from the test to its scripts (Conn.signalled)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.rpc_address: tuple[str, int] = ("", 0)
         self.ws_port = 0
@@ -517,6 +527,11 @@ class Hostile:
                 if left <= 0:
                     raise AssertionError(f"server: timed out after {timeout} s waiting for {what}; errors: {self.errors}")
                 self._cond.wait(min(left, 0.25))
+
+    def signal(self, name: str, value: Any = True) -> None:
+        """Tell the scripts something only the test knows (Conn.signalled)."""
+        with self._cond:
+            self.signals[name] = value
 
     def client_frames(self, ftype: str | None = None, conn: int | None = None) -> list[Frame]:
         with self._cond:

@@ -114,6 +114,21 @@ def absent(recording: bytes, audio: bytes, step_ms: int = 100) -> bool:
     return all(recording.find(audio[i : i + 960]) < 0 for i in range(0, len(audio) - 960, step_ms * 48))
 
 
+def max_message(dev: SimDevice, timeout: float = 15) -> int:
+    """The board's max_message, from the log line of an oversized drop (the default depends on
+    the board's memory budget, so tests read it instead of assuming it)."""
+    import re
+
+    def found():
+        for line in dev.logs():
+            m = re.search(r"larger than the (\d+)-byte frame buffer", line)
+            if m:
+                return int(m.group(1))
+        return None
+
+    return dev.wait_for(found, timeout, "the log line of an oversized drop")
+
+
 def one_line_each(logs: list[str]) -> bool:
     """Every log record is one console line: no server text put a newline, a carriage return
     or another control character into it unescaped (on a board, log lines go to the console

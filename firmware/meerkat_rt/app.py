@@ -90,7 +90,7 @@ class Device:
                 bits=mic["bits"],
                 shift=mic["shift"],
                 highpass=mic["highpass"],
-                speaker_level=self.player.level_now,
+                speaker=self.player,  # its history by wall time: the echo of each block
             )
         tls = self._tls(cfg["tls"])
         boards = configs = None

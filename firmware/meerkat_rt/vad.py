@@ -1,38 +1,42 @@
 # meerkat_rt.vad: voice activity detection that does not hear the device's own voice.
 #
-# Fed one block at a time (10 ms), with two levels (mean absolute amplitude): the microphone's,
-# and the loudest 10 ms the speaker played in the block's echo window (Capture looks it up in
-# Player.level_at() from the block's capture time, echo_ms earlier). Levels are compared in
-# log units (1/32 octave, about 0.19 dB; small tables, no floats: a float op allocates on
-# MicroPython, and this runs 100 times a second).
+# Fed one block at a time (10 ms) with two mean absolute levels: the microphone's, and what
+# the speaker played while that block was captured (Capture stamps each block with its capture
+# time and asks Player.level() for that span, so a late pump or a DMA burst changes nothing).
+# Levels are compared in log units (1/32 octave, 0.19 dB): small tables, integers only (a float
+# op allocates on MicroPython, and this runs 100 times a second; every value stays far below
+# the ESP32's 2**30 small-int limit).
 #
-# Expected level of a block = the noise floor (+) the echo model, added as powers:
-#   echo model = coupling + speaker envelope (the window's level, held and decaying 1.5 dB per
-#                block: the room rings on after the speaker stops)
-#   noise floor = tracked in blocks without speech or echo: down fast, up slowly (so it sits
-#                near the room's typical level, babble included)
-# Evidence: every block adds (mic - expected - bias), at most +-10 dB, to a sum that never goes
-# below 0 (a CUSUM); an onset when the sum reaches 20 dB. A loud start (10 dB over the bias)
-# decides in 2 blocks, a quiet opening 3 dB over it in about 7, a click or a single loud block
-# never: the decision does not hang on any one block or on when the pump reads it. End after
-# hangover_ms without a block over the bias.
+# Expected level of a block, the two added as powers:
+#   the room: the 80th percentile of blocks without speech or echo, never below the noise
+#     floor (the quietest 10 ms of the last 0.6-1.3 s, + 3 dB), + the noise margin;
+#   the echo: coupling + the speaker's level at the echo's delay (the loudest of the blocks one
+#     either side of it), or the room's ringing after it (6 dB below, -1.5 dB per block),
+#     + the echo margin.
+# Evidence: each block adds (mic - expected), within +-1.5 dB, to a sum that never drops below
+# 0 (a CUSUM); onset at 3 dB (onset_ms 20): two blocks 1.5 dB over, three 1 dB over, a quiet
+# opening 0.5 dB over in six, and a dip in between only sets it back. One loud block (a click)
+# never; no decision hangs on one block.
+# END after hangover_ms of blocks more than 3 dB under. When the speaker starts after silence,
+# speech in progress is forgotten (the user's own turn is not a barge-in; new speech is).
 #
-# The coupling (speaker to microphone, the board's acoustics) starts at the board's
-# echo_coupling_db and is learnt from blocks that can only be echo:
-#   - the speaker is playing in the block's window and the microphone is well above the floor;
-#   - no evidence of anything else: the sum is 0 and nobody is speaking;
-#   - the observation (mic above the floor, over the speaker envelope) waits for 12 more
-#     observations before it counts, and is thrown away if evidence appears in the meantime:
-#     the quiet opening of a user's utterance comes before its onset, never after;
-#   - the estimate is the upper envelope of what was counted (+2 dB): up at once, but by at
-#     most 0.1 dB per observation, and down about 2.4 dB per second of echo. It takes over from
-#     the board's value gradually (1 dB per observation) and is kept across replies.
-# So the estimate cannot climb on the user's voice before the loud part of the utterance
-# arrives (the failure of the earlier design, which learnt from any block under the threshold).
+# The echo path is learnt from blocks that can only be echo: the speaker is playing at the
+# delay, nobody is speaking, the mic is 6 dB over the floor. Per block the observation is
+# (mic less the room) over the speaker at the delay, and:
+#   - it waits 16 more observations before it counts, and is thrown away if an onset comes
+#     first: the quiet opening of an utterance precedes its onset, it never teaches the echo;
+#   - the coupling is the maximum of the first 16 counted (plus a margin that shrinks as they
+#     come), then a tracker of the 94th percentile that rises at most 0.09 dB per observation:
+#     so a user the veto missed moves it slowly. It starts at the board's echo_coupling_db and
+#     leaves it by at most 1 dB per observation (conservative boards lose no early barge-in);
+#   - the delay (0..110 ms, lags of one block) is the shortest lag where mic - speaker varies
+#     least (within 12 % of the best); until it is known, the reference spans lags 0..7.
+# The estimate is kept across replies (the board does not move).
 #
-# audio.vad_sensitivity (1..10) sets the bias: 10.5 dB at 1 (only speech clearly over the
-# echo and the noise), 6.5 dB at 5, 2 dB at 10 (soft speech; more false barge-ins on babble
-# and on a mis-estimated echo), and the absolute minimum level ((11 - s) * 24 mean-abs).
+# audio.vad_sensitivity (1..10) sets the two margins (echo 4 dB .. 0.5 dB, room 10 dB ..
+# 3.5 dB, 1.5 and 6 dB at the default 5) and the absolute minimum level ((11 - s) * 24
+# mean-abs): higher catches softer speech sooner and barges in on babble and on echo the
+# model reads low more often; meerkat-sweep's sensitivity slices show by how much.
 from array import array
 
 from .compat import const
@@ -40,14 +44,16 @@ from .compat import const
 ONSET = const(1)
 END = const(-1)
 
+_ECHO_MARGIN = (40, 35, 30, 20, 15, 12, 10, 8, 6, 5)  # dB/10 over the echo model, sensitivity 1..10
+_NOISE_MARGIN = (100, 90, 80, 70, 60, 55, 50, 45, 40, 35)  # dB/10 over the room's typical level
 _NONE = const(-4096)  # "no echo" in log units
-_CAP = const(21)  # per-block evidence limit: 3 dB
-_NEED = const(42)  # evidence for an onset: 6 dB (two blocks at the limit)
+_CAP = const(8)  # per-block evidence limit: 1.5 dB
+_NEED = const(16)  # evidence for an onset (onset_ms 20): 3 dB, two blocks at the limit
 _DECAY = const(8)  # the room's ringing: -1.5 dB per block (a reverberation time of 0.4 s)
 _DRR = const(32)  # ... and it starts 6 dB below the direct echo
 _HOLD = const(16)  # observations waiting before they count (the veto window)
 _FREE = const(16)  # observations whose maximum is taken as it is (then the rise is limited)
-_STEP = const(11)  # the board's coupling gives way to the learnt one by 2 dB per observation
+_STEP = const(5)  # the board's coupling gives way to the learnt one by 1 dB per observation
 _MARGIN = const(5)  # learnt coupling = the tracked percentile + 1 dB
 _UP = const(128)  # the coupling's percentile tracker (Q8 log units): up 0.09 dB a step
 _DOWN = const(8)  # ... down 0.006 dB: it settles where 6 % of observations are above it
@@ -112,27 +118,29 @@ class VAD:
         self.sensitivity = sensitivity
         self.block_ms = block_ms
         self.hangover_blocks = max(1, hangover_ms // block_ms)
-        # Capture gives the speaker's level over the block's own capture time (ms before its
-        # end: echo_lo_ms..echo_hi_ms + block_ms); the echo's delay behind it is learnt here.
-        self.echo_lo_ms = self.echo_hi_ms = 0
+        # echo_ms: where the echo is expected before its delay is learnt (the DAC may be a DMA
+        # descriptor behind the player's model, plus the air).
         self._spk = array("h", bytes(2 * _LAGS))  # speaker level per block, last _LAGS blocks
         self._si = 0
         self._lmean = array("h", bytes(2 * _LAGS))  # per lag: mean of mic - speaker (Q4)
         self._ldev = array("h", [_DEV0] * _LAGS)  # ... and its mean absolute deviation (Q4)
         self._lseen = bytearray(_LAGS)  # ... and how often it was seen (up to 255)
         self._lagn = 0
-        self.lag = max(0, min(_LAGS - 2, echo_ms // block_ms))  # blocks; see _lags()
+        self.lag = self._lag0 = max(0, min(_LAGS - 2, echo_ms // block_ms))  # blocks; _lags()
         self.lag_known = False
         self.need = _NEED * max(1, onset_ms // block_ms) // 2
-        self.noise_margin = _lu(11 - sensitivity)  # over the room's level: 6 dB at 5, 1 dB at 10
-        self.echo_margin = _lu(max(0.5, 2 + (5 - sensitivity) * 0.9))  # 1.5 dB at 5
+        # Margins over the echo model and over the room's level, tenths of a dB, by
+        # sensitivity (the trade-off the sweep shows: softer speech caught at 10, fewer false
+        # barge-ins on babble and on an echo the model reads low at 1).
+        self.echo_margin = _lu(_ECHO_MARGIN[sensitivity - 1] / 10)
+        self.noise_margin = _lu(_NOISE_MARGIN[sensitivity - 1] / 10)
         self.min_level = (11 - sensitivity) * 24  # 5: 144 (about -47 dBFS mean-abs)
         self._min = log2_q5(self.min_level)
         self.board_coupling = _lu(coupling_db)
         self.coupling = self.board_coupling  # log units (16/3 per dB); see coupling_db()
         self._peak = 0  # tracked percentile of counted observations, Q8 log units
         self.learnt = 0  # observations counted
-        self._held = bytearray(2 * _HOLD)  # observations waiting (int16, little-endian)
+        self._held = array("h", bytes(2 * _HOLD))  # observations waiting to count
         self._nheld = 0
         self._ih = 0
         self.floor = -1  # noise floor, Q2 log units; -1: not measured yet
@@ -148,8 +156,8 @@ class VAD:
         self._quiet = 0
 
     def coupling_db(self):
-        """The coupling in use, in dB (for logs and tests)."""
-        return self.coupling * 1000 // 5315
+        """The coupling in use, in dB (for logs, status and tests; not for the hot path)."""
+        return round(self.coupling / 5.3151, 1)
 
     def update(self, mic, speaker):
         """One block: returns ONSET, END or 0."""
@@ -162,7 +170,7 @@ class VAD:
         S[i] = log2_q5(speaker)
         lag = self.lag
         lo = lag - 1 if lag else 0
-        hi = lag + 1
+        hi = lag + 1 if lag >= self._lag0 else self._lag0 + 1  # never shorter than the default
         if not self.lag_known:  # until the delay has been seen, any of 0.._WIDE blocks
             lo = 0
             hi = _WIDE
@@ -179,6 +187,11 @@ class VAD:
         env = ref if ref > tail else tail
         if env < 64:  # below a level of 4: silence
             env = _NONE
+        elif self.env == _NONE and self.speaking:
+            # The speaker starts: speech that began before it (the user's turn, or the room
+            # holding the detector in speech) is not a barge-in; speech from now on is.
+            self.speaking = False
+            self.evidence = 0
         self.env = env
         floor = self._floor(m)
         # The room's typical level: the 80th percentile of blocks without speech or echo
@@ -196,25 +209,20 @@ class VAD:
         if x < self._min:
             x = self._min
         self.threshold = exp2_q5(x)
-        d = m - x
-        if d > _CAP:
-            d = _CAP
-        elif d < -_CAP:
-            d = -_CAP
+        over = m - x
+        d = _CAP if over > _CAP else -_CAP if over < -_CAP else over
         g = self.evidence + d
         if g < 0:
             g = 0
         self.evidence = g
         # The echo coupling and delay, from blocks that can only be echo (see the top).
         if not self.speaking and ref >= _MIN_SPEAKER_LOG and m > floor + 32 and m >= _MIN_MIC_LOG:
-            e = mic - exp2_q5(floor)
-            if e > 0:
-                e = log2_q5(e)
-                self._hold(e - env)
-                if not g:
-                    self._lags(e, i)
+            e = log2_q5(mic - exp2_q5(floor))  # the echo: the mic less the room
+            self._hold(e - env)
+            if not g:
+                self._lags(e, i)
         if self.speaking:
-            if d > -16:  # within 3 dB of the threshold: still speech
+            if over > -16:  # within 3 dB of the threshold: still speech
                 self._quiet = 0
             else:
                 self._quiet += 1
@@ -247,9 +255,11 @@ class VAD:
             self._wmin = 1 << 12
             self._wn = 0
         t = (self._wmin if self._wmin < self._pmin else self._pmin) + 16
-        if self.floor < 0:  # the first block: the room, or already a talker (then assume less)
-            t = m if m < self._min else self._min
-            self.floor = t << 2
+        if self.floor < 0:  # the first block: the room (up to 4 x min_level: a fan), or
+            t = self._min + 64  # already a talker (then assume less)
+            if m < t:
+                t = m
+            self.floor = self._noise = t << 2
         f = self.floor
         if t << 2 < f:
             f = t << 2
@@ -274,20 +284,28 @@ class VAD:
             if not k:
                 mean[L] = v
             d = v - mean[L]
-            mean[L] += d >> 4
-            dev[L] += ((d if d > 0 else -d) - dev[L]) >> 4
+            mean[L] += d >> 5
+            dev[L] += ((d if d > 0 else -d) - dev[L]) >> 5
             if k < 255:
                 seen[L] = k + 1
         n = self._lagn + 1
         if n >= 32:
+            # The shortest lag within 12 % of the best (a lag chosen too long would miss the
+            # echo of every phrase's start, a too short one only overestimates there), once
+            # every lag has been seen 64 times (32 for a change).
             n = 16
-            best = cur = self.lag
+            k = 32 if self.lag_known else 64
+            top = 1 << 14
             for L in range(_LAGS - 1):
-                if seen[L] >= 32 and (seen[best] < 32 or dev[L] < dev[best]):
-                    best = L
-            if seen[best] >= 32 and (not self.lag_known or dev[best] < dev[cur] - (dev[cur] >> 3)):
-                self.lag = best
-                self.lag_known = True
+                if seen[L] >= k and dev[L] < top:
+                    top = dev[L]
+            if top < 1 << 14:
+                top += top >> 3
+                for L in range(_LAGS - 1):
+                    if seen[L] >= k and dev[L] <= top:
+                        self.lag = L
+                        self.lag_known = True
+                        break
         self._lagn = n
 
     def _hold(self, r):
@@ -295,20 +313,16 @@ class VAD:
         h = self._held
         i = self._ih
         if self._nheld == _HOLD:
-            old = h[2 * i] | (h[2 * i + 1] << 8)
-            self._count(old - 65536 if old & 0x8000 else old)
+            self._count(h[i])
         else:
             self._nheld += 1
-        r &= 0xFFFF
-        h[2 * i] = r & 0xFF
-        h[2 * i + 1] = r >> 8
+        h[i] = r
         self._ih = (i + 1) % _HOLD
 
     def _count(self, r):
         # The coupling: the maximum of the first _FREE observations, then a tracker of their
         # 94th percentile (up 0.09 dB when an observation is above it, down 0.006 dB when
-        # below): upward by at most 0.09 dB per observation, so even a user the veto missed
-        # moves it slowly; it gives way from the board's value by 2 dB per observation.
+        # below); it leaves the board's value by at most 1 dB per observation.
         r <<= 8
         p = self._peak
         n = self.learnt
@@ -321,6 +335,8 @@ class VAD:
         self._peak = p
         n += 1
         c = (p >> 8) + _MARGIN
+        if n < _FREE:
+            c += (_FREE - n) << 1  # the maximum of a few observations reads low: more margin
         b = self.board_coupling - _STEP * n
         self.coupling = c if c > b else b
         self.learnt = n if n < 1 << 20 else 1 << 20  # stays a small int

@@ -22,7 +22,7 @@ async def run(fix, boards, mode, inject_at="2500"):
     from meerkat_rt.vad import ONSET, VAD
 
     vad = VAD(coupling_db=b["echo_coupling_db"])
-    cap = _capture(b, vad, p.level_now)
+    cap = _capture(b, vad, p)
     ring.hold()  # half duplex: the microphone is gated while the reply plays
     task = None
     if p.mode == "drain":
@@ -54,11 +54,10 @@ async def run(fix, boards, mode, inject_at="2500"):
         task.cancel()
     feed.close()
     w.close()
-    c = vad.coupling
     return {
         "mode": p.mode, "onset_ms": onset, "user_ms": at + user_onset,
         "latency_ms": None if onset is None else onset - at - user_onset,
-        "heard_ms": heard, "truth_ms": truth, "coupling_q12": c, "max_threshold": thresholds,
+        "heard_ms": heard, "truth_ms": truth, "coupling_db": vad.coupling_db(), "max_threshold": thresholds,
         "preroll_frames": ring.pending, "underruns": p.underruns, "mem_free": _mem(),
     }
 

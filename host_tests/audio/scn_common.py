@@ -49,12 +49,13 @@ def _player(b, mode):
                   reinit=b["spk_init"])
 
 
-def _capture(b, vad=None, speaker_level=None):
+def _capture(b, vad=None, speaker=None):
+    # speaker: the Player, whose history by wall time the echo-aware VAD reads (as app.py).
     from meerkat_rt.capture import Capture
 
     m = b["mic"]
     return Capture(b["mic_i2s"], b["ring"], vad, bits=m["bits"], shift=m["shift"], highpass=m["highpass"],
-                   speaker_level=speaker_level)
+                   speaker=speaker)
 
 
 def _identity(r):

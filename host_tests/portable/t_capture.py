@@ -1,6 +1,7 @@
 # meerkat_rt.capture with a scripted microphone: partial reads of any size, 16-bit copy and
-# 32-bit shift + clamp, DC blocker, VAD blocks independent of the frame, timestamps, arming
-# (the ESP32's ASYNCIO switch), and no allocation per frame.
+# 32-bit shift + clamp, DC blocker, VAD blocks independent of the frame, timestamps, block
+# capture times whatever the polling, arming (the ESP32's ASYNCIO switch), and no allocation
+# per frame.
 import binascii
 import struct
 
@@ -127,6 +128,77 @@ def test_vad_runs_per_block_with_the_speaker_level_and_reports_events():
     assert cap.take_vad_event() == 0
 
 
+class ClockedMic:
+    """Samples at 24 per ms of a virtual clock, readable in whole DMA buffers of 256 frames
+    (as on the ESP32), sample i of the WAV-like source = i % 3000 + 1 (a rising saw)."""
+
+    def __init__(self):
+        self.now = 0
+        self.pos = 0
+
+    def readinto(self, buf):
+        ready = self.now * 24 // 256 * 256
+        k = min(ready - self.pos, len(buf) // 2)
+        for j in range(k):
+            struct.pack_into("<h", buf, 2 * j, (self.pos + j) % 3000 + 1)
+        self.pos += k
+        return 2 * k
+
+    def ioctl(self, req, flags):
+        return flags
+
+
+class History:
+    """A speaker history that records what the capture asks it."""
+
+    def __init__(self):
+        self.asked = []
+
+    def level(self, t0, ms):
+        self.asked.append((t0, ms))
+        return 1000
+
+
+class Steady:
+    def level(self, t0, ms):
+        return 1000
+
+
+def _block_times(pattern):
+    # Poll a ClockedMic for 3 s with the given steps (ms, cycled); the block times the VAD saw.
+    mic = ClockedMic()
+    times = []
+    spk = History()
+
+    class V:
+        def update(self, m, s):
+            times.append(cap.block_t)
+            return 0
+
+    cap = Capture(mic, FrameRing(4, 1920), V(), speaker=spk)
+    i = 0
+    while mic.now < 3000:
+        mic.now += pattern[i % len(pattern)]
+        i += 1
+        while cap.poll(mic.now):
+            cap.ring.mark_sent()
+    return times, spk.asked
+
+
+def test_block_times_follow_the_samples_not_the_polls():
+    # Block k's last sample is captured at 10 (k + 1) ms. Polled every 2 ms, or irregularly
+    # with 45 ms stalls (a GC pause, a TLS write: four blocks then arrive at once), each block
+    # gets the same capture time, to within a millisecond once the first DMA reads are in.
+    steady, asked = _block_times((2,))
+    stalled, _ = _block_times((1, 3, 7, 2, 45, 1, 1, 4, 6, 2, 5, 3, 45, 2))
+    assert len(steady) >= 290 and len(stalled) >= 290
+    for times in (steady, stalled):
+        for k in range(20, 290):
+            assert 0 <= times[k] - 10 * (k + 1) <= 1, (k, times[k])
+    # The speaker is asked what it played over each block's own capture time.
+    assert asked[100] == (steady[100] - 10, 10)
+
+
 def test_frame_times_and_ring_overflow_never_blocks():
     src = _samples(960 * 10)
     r = FrameRing(3, 1920)
@@ -166,7 +238,7 @@ def test_steady_state_capture_allocates_nothing_per_frame():
     for bits in (16, 32):
         r = FrameRing(4, 1920)
         cap = Capture(Endless(), r, VAD(), bits=bits, shift=14 if bits == 32 else 0, highpass=True,
-                      speaker_level=lambda: 100)
+                      speaker=Steady() if bits == 16 else None, speaker_level=lambda: 100)
         for _ in range(4):
             cap.poll(0)
             r.mark_sent()

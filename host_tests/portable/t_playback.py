@@ -265,6 +265,30 @@ def test_level_now_is_what_leaves_the_speaker_after_the_queue():
     assert p.level_now() == 0  # drained
 
 
+def test_level_is_what_played_by_wall_time():
+    # level(t0, ms): the mean level of what the speaker played over that span of wall time (the
+    # echo-aware VAD asks it for each microphone block): silence, then the loud part from the
+    # moment the queue ahead of it drained, silence again where it ran dry, nothing after a stop.
+    p, dac, clock = _player(ibuf=4800, capacity=14400)
+    t0 = clock.now
+    _chunk(p, "a", bytearray(48 * 50) + _pcm(100, 3, level=8000))  # 50 ms silence, 100 ms loud
+    for _ in range(200):
+        _step(p, dac, clock)
+    assert p.level(t0, 40) == 0
+    loud = p.level(t0 + 60, 10)
+    assert 3000 < loud < 5000, loud  # mean |x| of uniform noise at +-8000
+    assert p.level(t0 + 45, 10) * 2 <= loud + 200  # half silence, half loud
+    assert p.level(t0 + 170, 20) == 0  # ran dry
+    assert p.level(t0 - 500, 10) == 0  # before anything played, or forgotten
+    t1 = clock.now
+    _chunk(p, "b", _pcm(200, 4, level=8000))
+    for _ in range(30):
+        _step(p, dac, clock)
+    assert p.level(t1 + 10, 10) > 3000
+    p.stop_now()  # the queued rest is flushed: it never plays
+    assert p.level(clock.now + 20, 10) == 0
+
+
 def test_irq_mode_cursor_and_stop():
     p, dac, clock = _player(mode=IRQ, ibuf=2048, capacity=19200)
     assert dac.handler is not None

@@ -120,8 +120,12 @@ def _wire(b, player, sensitivity, coupling_db):
     mic = b["mic"]
     ring = FrameRing(b["ring_ms"] // FRAME_MS, FRAME_MS * 48)
     vad = VAD(sensitivity=sensitivity, coupling_db=b["echo_coupling_db"] if coupling_db is None else coupling_db)
-    cap = Capture(boards.make_mic(b), ring, vad, bits=mic["bits"], shift=mic["shift"], highpass=mic["highpass"],
-                  speaker_level=player.level_now)
+    if hasattr(player, "level"):  # the speaker's history by wall time (issue 15 onwards)
+        cap = Capture(boards.make_mic(b), ring, vad, bits=mic["bits"], shift=mic["shift"], highpass=mic["highpass"],
+                      speaker=player)
+    else:
+        cap = Capture(boards.make_mic(b), ring, vad, bits=mic["bits"], shift=mic["shift"], highpass=mic["highpass"],
+                      speaker_level=player.level_now)
     return ring, vad, cap
 
 
@@ -145,6 +149,20 @@ def run(fix, bdir, r):
                reinit=boards.speaker_kwargs(b) if spk_cfg["flush"] else None)
     p.clock = simworld.ticks_ms
     ring, vad, cap = _wire(b, p, r["sensitivity"], r.get("coupling_db"))
+    trace = None
+    if r.get("trace"):
+        # Every block the VAD saw, as a line "T ms mic speaker threshold evidence coupling env
+        # floor event lag" (ms: the block's end, after the reply's first sample), for tuning.
+        trace = True
+        update = vad.update
+
+        def traced(mic, speaker):
+            ev = update(mic, speaker)
+            print("T", (w.now() - w.spk_start) // 24 if w.spk_start >= 0 else -1, mic, speaker, vad.threshold,
+                  getattr(vad, "evidence", 0), vad.coupling, getattr(vad, "env", 0), vad.floor, ev, getattr(vad, "lag", -1))
+            return ev
+
+        vad.update = traced
     reply = Reply(p, fix + "/" + r["reply"], r["reply_db"], r["reply_offset_ms"], r["reply_ms"])
     rnd = Rand(r["seed"])
     step_max = r["step_ms"]
@@ -218,6 +236,9 @@ def run(fix, bdir, r):
     out["reply_played_ms"] = (spk.played // 48) if not user else (
         max(0, min(truth_g, w.now()) - w.spk_start) // 24 if truth_g >= 0 else 0)
     out["coupling"] = getattr(vad, "coupling", None)
+    if hasattr(vad, "lag"):
+        out["lag"] = vad.lag
+        out["lag_dev"] = [v >> 4 for v in vad._ldev]  # per lag, log units (see vad._lags)
     out["underruns"] = p.underruns
     out["overruns"] = cap.i2s.overruns
     reply.close()

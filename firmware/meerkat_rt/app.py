@@ -169,6 +169,8 @@ class Device:
             s["vad_threshold"] = self.capture.vad.threshold if self.capture.vad else 0
         s["playback_chunks"] = self.player.chunks
         s["playback_dropped"] = self.player.dropped
+        p = self.player  # the ESP32 port's speaker faults (playback.py): counted, played through
+        s["playback_irq_lost"], s["playback_reinit_failures"], s["playback_lost_bytes"] = p.irq_lost, p.reinit_failures, p.lost_bytes
         idf = idf_heap()  # the ESP32's internal RAM, beside heap_low (the GC heap's)
         if idf is not None:
             s["idf_free"], s["idf_low"] = idf[0], idf[2]

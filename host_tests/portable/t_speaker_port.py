@@ -114,3 +114,47 @@ def test_a_speaker_that_stays_down_discards_audio_and_comes_back_later():
     _play(p, "c", 100)
     _run(p, spk, 200, "c")
     assert spk.played - before == 4800 and p.finished("c")
+
+
+def test_drain_mode_survives_a_failed_reinit():
+    # The speaker task of mode drain (the unix port; CPython runs it as poll), in real time.
+    import asyncio
+
+    from meerkat_rt.compat import sleep_ms, ticks_diff, ticks_ms
+    from meerkat_rt.playback import DRAIN
+
+    simworld.configure(i2s_init_fail=2)
+    kw = {"sck": machine.Pin(4), "ws": machine.Pin(5), "sd": machine.Pin(6), "mode": machine.I2S.TX, "bits": 16,
+          "format": machine.I2S.MONO, "rate": 24000, "ibuf": 4096}
+    spk = machine.I2S(1, **kw)
+    p = Player(spk, capacity=RING, ibuf=4096, mode=DRAIN, margin_ms=0, reinit=kw)
+
+    async def main():
+        task = asyncio.create_task(p.run()) if p.mode == DRAIN else None
+
+        async def until(cond, ms):
+            t0 = ticks_ms()
+            while not cond():
+                if ticks_diff(ticks_ms(), t0) > ms:
+                    return False
+                if task is None:
+                    p.poll()
+                simworld.service()
+                await sleep_ms(2)
+            return True
+
+        try:
+            _play(p, "a", 200)
+            assert await until(lambda: spk.played > 2400, 3000)
+            with _Log() as lines:
+                p.stop_now()
+                assert await until(lambda: p.reinit_failures == 1, 3000), lines
+            before = spk.played
+            _play(p, "b", 100)
+            assert await until(lambda: spk.played - before >= 4800 and p.finished("b"), 3000)
+            assert p.flushes == 1 and simworld.get().i2s_inits == 3  # two failed, one revived
+        finally:
+            if task is not None:
+                task.cancel()
+
+    asyncio.run(main())

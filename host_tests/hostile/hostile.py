@@ -209,6 +209,7 @@ class Conn:
         self.role = "primary"
         self._reader_task: asyncio.Task | None = None
         self._replies = 0
+        self._rpc_seen: dict[str, int] = {}
 
     # -- receiving
 
@@ -355,6 +356,19 @@ class Conn:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    async def rpc_call(self, method: str, timeout: float = 15.0) -> Call:
+        """Wait for the device's next JSON-RPC call of `method` (after those already seen here)."""
+        deadline = time.monotonic() + timeout
+        seen = self._rpc_seen.get(method, 0)
+        while True:
+            calls = self.srv.rpc(method)
+            if len(calls) > seen:
+                self._rpc_seen[method] = seen + 1
+                return calls[seen]
+            if time.monotonic() > deadline:
+                raise ScriptTimeout(f"connection {self.n}: no {method} call within {timeout} s")
+            await asyncio.sleep(0.02)
 
     async def signalled(self, name: str, timeout: float = 15.0) -> Any:
         """Wait for the test to call srv.signal(name, value); returns the value."""

@@ -6,10 +6,10 @@ every line, no crash, no MemoryError, no token in the device's log."""
 from __future__ import annotations
 
 import pytest
-from harness import played_prefix_ms
-from rig import RUNTIMES, device, max_message, opened, send_text, stats
+from harness import played_prefix_ms, wav_pcm
+from rig import RUNTIMES, absent, device, max_message, opened, send_text, stats, wait_stats
 
-from hostile import Hostile, obs, pcm
+from hostile import Hostile, live_audio, obs, pcm, split
 
 FAST_KEEPALIVE = {"interval_ms": 300, "timeout_ms": 1500}
 
@@ -134,6 +134,44 @@ def test_surrogate_escapes_reach_the_app_as_valid_utf8(tmp_path, runtime):
     assert err["message"] == "lone \ufffd"
 
 
+# ------------------------------------------------------------------ a 2.7 KB item id
+
+LONG_ID = "item_" + "x" * 2700
+
+
+def test_barge_in_on_audio_with_a_huge_item_id_keeps_the_channel(tmp_path):
+    reply = pcm(4000, seed=81)
+
+    async def long_id(c):
+        await c.accept()
+        f = await c.recv_text()
+        await c.user_turn(f.text_input)
+        rid = "resp_long"
+        await c.send_json(obs("realtime_transcript", event={"type": "item_observed", "item_id": LONG_ID,
+                                                            "previous_item_id": None, "role": "assistant", "response_id": rid}))
+        for chunk in split(reply, 100):
+            await c.send_json(live_audio(chunk, rid, LONG_ID))
+        await c.rpc_call("live/interrupt", 30)
+        await c.send_json(obs("turn_interrupted", response_id=rid))
+        await c.send_json(obs("turn_completed", response_id=rid, stop_reason="cancelled"))
+
+    with Hostile.running("live") as srv:
+        srv.scripts = [long_id]
+        with device(srv, tmp_path) as (dev, rec):
+            opened(dev)
+            send_text(dev, srv, "tell me a long story")
+            wait_stats(dev, lambda s: s["audio_received_ms"] >= 500, 20, "reply audio")
+            dev.send("interrupt")
+            barge = dev.wait_event("barge_in", 10)
+            send_text(dev, srv, "are you still there?")
+            dev.wait_event("turn_completed", 20)  # the channel survived the barge-in
+    assert barge["item_id"] == LONG_ID
+    assert len(srv.rpc("live/interrupt")) == 1
+    assert all(LONG_ID not in str(c.params) for c in srv.rpc("live/truncate"))
+    assert dev.summary["reconnects"] == 0 and len(srv.conns) == 1
+    assert absent(wav_pcm(rec), reply[3500 * 48 :])  # the reply really was cut
+
+
 # ------------------------------------------------------------------ refusals and lost links
 
 
@@ -166,8 +204,6 @@ def _mid_reply(then):
         await c.send_json(obs("realtime_transcript", event={"type": "item_observed", "item_id": item,
                                                             "previous_item_id": None, "role": "assistant", "response_id": rid}))
         await c.send_json(obs("assistant_transcript_delta", provider_item_id=item, content_index=0, response_id=rid, delta="Well,"))
-        from hostile import live_audio, split
-
         for chunk in split(pcm(1000, seed=71), 100):
             await c.send_json(live_audio(chunk, rid, item))
         await then(c)

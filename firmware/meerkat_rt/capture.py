@@ -130,7 +130,7 @@ class Capture:
         if self.block_t < 0:
             self.block_t = now
         else:
-            self.block_t = ticks_add(self.block_t, self.block_ms)
+            self.block_t = ticks_add(self.block_t, self.block_ms)  # type: ignore  # -1 only before the first block
             self._checks += 1
             if self._checks >= 1000 // self.block_ms:
                 # A second of blocks: if every draining read left slack, samples were lost

@@ -378,7 +378,7 @@ class Player:
             self._hb = t
         elif self._he > 1 << 16:  # keep cell numbers small ints: move the origin, whole laps
             lap = self._he // nc * nc
-            self._hb = ticks_add(self._hb, _HMS * lap)
+            self._hb = ticks_add(self._hb, _HMS * lap)  # type: ignore  # a tick here (-1 only before)
             self._he -= lap
         d = ticks_diff(t, self._hb)
         c = d // _HMS

@@ -125,7 +125,7 @@ class VAD:
         self._lmean = array("h", bytes(2 * _LAGS))  # per lag: mean of mic - speaker (Q4)
         self._ldev = array("h", [_DEV0] * _LAGS)  # ... and its mean absolute deviation (Q4)
         self._lseen = bytearray(_LAGS)  # ... and how often it was seen (up to 255)
-        self._lagn = 0
+        self._lagn = self._lagc = 0
         self.lag = self._lag0 = max(0, min(_LAGS - 2, echo_ms // block_ms))  # blocks; _lags()
         self.lag_known = False
         self.need = _NEED * max(1, onset_ms // block_ms) // 2
@@ -220,7 +220,9 @@ class VAD:
             e = log2_q5(mic - exp2_q5(floor))  # the echo: the mic less the room
             self._hold(e - env)
             if not g:
-                self._lags(e, i)
+                self._lagc += 1
+                if not self._lagc & 3:  # every fourth: slow statistics, a quarter of the CPU
+                    self._lags(e, i)
         if self.speaking:
             if over > -16:  # within 3 dB of the threshold: still speech
                 self._quiet = 0
@@ -284,17 +286,17 @@ class VAD:
             if not k:
                 mean[L] = v
             d = v - mean[L]
-            mean[L] += d >> 5
-            dev[L] += ((d if d > 0 else -d) - dev[L]) >> 5
+            mean[L] += d >> 4
+            dev[L] += ((d if d > 0 else -d) - dev[L]) >> 4
             if k < 255:
                 seen[L] = k + 1
         n = self._lagn + 1
-        if n >= 32:
+        if n >= 8:
             # The shortest lag within 12 % of the best (a lag chosen too long would miss the
             # echo of every phrase's start, a too short one only overestimates there), once
-            # every lag has been seen 64 times (32 for a change).
-            n = 16
-            k = 32 if self.lag_known else 64
+            # every lag has been seen 16 times (12 for a change).
+            n = 4
+            k = 12 if self.lag_known else 16
             top = 1 << 14
             for L in range(_LAGS - 1):
                 if seen[L] >= k and dev[L] < top:

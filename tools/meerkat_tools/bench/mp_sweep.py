@@ -5,8 +5,8 @@
 #
 #   micropython -X heapsize=220K mp_sweep.py spec.json      (MICROPYPATH: firmware, fakes, here)
 #
-# spec: {"fixtures": dir, "boards": dir, "runs": [run, ...], "cpu": null or {...}}; every run
-# prints one JSON line. A run (all keys are set by meerkat_tools.bench.sweep):
+# spec: {"fixtures": dir, "boards": dir, "runs": [run, ...]}; every run prints one JSON line.
+# A run (all keys are set by meerkat_tools.bench.sweep):
 #   board, speaker_mode, sensitivity, coupling_db (null: the board's echo_coupling_db)
 #   reply, reply_db, reply_offset_ms, reply_ms   what the server sends (looped), how loud, how long
 #   lead_ms                                       room sound before the reply starts
@@ -18,6 +18,10 @@
 #   seed, step_ms, stalls                          the pump: a poll every 1..step_ms ms, and
 #                                                  [every_ms, max_ms] stalls (GC, TLS, Wi-Fi)
 #   window_ms                                      how long after the true onset a decision counts
+#   cpu, no_vad                                    the CPU pass: time capture.poll (with the VAD,
+#                                                  or without it), then the VAD alone on the
+#                                                  levels it saw, and what that allocated
+#   trace                                          print every block the VAD saw ("T ..." lines)
 #
 # The loop does what the channel's pump does, in its order: capture.poll, take the VAD event
 # (an onset while the reply plays is a barge-in: heard_ms of the item, then stop_now), the
@@ -33,6 +37,7 @@ import simworld
 from meerkat_rt import board as boards
 from meerkat_rt import fast, log
 from meerkat_rt.capture import Capture
+from meerkat_rt.compat import ticks_diff, ticks_us
 from meerkat_rt.playback import Player
 from meerkat_rt.ring import FrameRing
 from meerkat_rt.vad import ONSET, VAD
@@ -115,11 +120,13 @@ class Reply:
         self.f.close()
 
 
-def _wire(b, player, sensitivity, coupling_db):
+def _wire(b, player, sensitivity, coupling_db, with_vad=True):
     # The app's construction (firmware/meerkat_rt/app.py), on the fakes.
     mic = b["mic"]
     ring = FrameRing(b["ring_ms"] // FRAME_MS, FRAME_MS * 48)
-    vad = VAD(sensitivity=sensitivity, coupling_db=b["echo_coupling_db"] if coupling_db is None else coupling_db)
+    vad = None
+    if with_vad:
+        vad = VAD(sensitivity=sensitivity, coupling_db=b["echo_coupling_db"] if coupling_db is None else coupling_db)
     if hasattr(player, "level"):  # the speaker's history by wall time (issue 15 onwards)
         cap = Capture(boards.make_mic(b), ring, vad, bits=mic["bits"], shift=mic["shift"], highpass=mic["highpass"],
                       speaker=player)
@@ -148,7 +155,27 @@ def run(fix, bdir, r):
                block_ms=spk_cfg["block_ms"], gain_db=spk_cfg["gain_db"], margin_ms=0,
                reinit=boards.speaker_kwargs(b) if spk_cfg["flush"] else None)
     p.clock = simworld.ticks_ms
-    ring, vad, cap = _wire(b, p, r["sensitivity"], r.get("coupling_db"))
+    ring, vad, cap = _wire(b, p, r["sensitivity"], r.get("coupling_db"), not r.get("no_vad"))
+    timing = r.get("cpu")  # the CPU pass: "poll" times capture.poll, "replay" records the
+    poll_us = 0  # levels the VAD saw and times VAD.update alone on them
+    if timing == "replay":
+        from array import array
+
+        rec_mic = array("H", bytes(2 * (r["reply_ms"] // 10 + 600)))
+        rec_spk = array("H", bytes(len(rec_mic) * 2))
+        nrec = [0]
+        if vad is not None:
+            update = vad.update
+
+            def recorded(mic, speaker):
+                i = nrec[0]
+                if i < len(rec_mic):
+                    rec_mic[i] = mic
+                    rec_spk[i] = speaker
+                    nrec[0] = i + 1
+                return update(mic, speaker)
+
+            vad.update = recorded
     trace = None
     if r.get("trace"):
         # Every block the VAD saw, as a line "T ms mic speaker threshold evidence coupling env
@@ -188,7 +215,12 @@ def run(fix, bdir, r):
         now = simworld.ticks_ms()
         if truth_g < 0 and w.spk_start >= 0 and user:
             truth_g = w.spk_start + r["inject_at_ms"] * 24 + int(r["onset_ms"] * 24 + 0.5)
-        cap.poll(now)
+        if timing == "poll":
+            t_us = ticks_us()
+            cap.poll(now)
+            poll_us += ticks_diff(ticks_us(), t_us)
+        else:
+            cap.poll(now)
         ev = cap.take_vad_event()
         if ev == ONSET and playing and not stopped:
             rel = None if w.spk_start < 0 else (w.now() - w.spk_start) // 24
@@ -239,6 +271,40 @@ def run(fix, bdir, r):
     if hasattr(vad, "lag"):
         out["lag"] = vad.lag
         out["lag_dev"] = [v >> 4 for v in vad._ldev]  # per lag, log units (see vad._lags)
+    if timing:
+        out["poll_us"] = poll_us
+        out["blocks"] = cap.blocks
+        if timing == "replay" and vad is not None:
+            # The detector alone: the same levels through a fresh VAD, timed in a tight loop.
+            v = VAD(sensitivity=r["sensitivity"], coupling_db=b["echo_coupling_db"] if r.get("coupling_db") is None else r["coupling_db"])
+            n = nrec[0]
+            best = 1 << 30
+            for _ in range(3):  # a fresh VAD each time, the fastest pass counts
+                u = VAD(sensitivity=r["sensitivity"], coupling_db=b["echo_coupling_db"] if r.get("coupling_db") is None else r["coupling_db"]).update
+                gc.collect()
+                t_us = ticks_us()
+                for i in range(n):
+                    u(rec_mic[i], rec_spk[i])
+                best = min(best, ticks_diff(ticks_us(), t_us))
+            out["vad_us"] = best
+            out["vad_blocks"] = n
+            if hasattr(p, "level"):  # the speaker history lookup Capture makes per block
+                now = simworld.ticks_ms()
+                best = 1 << 30
+                for _ in range(3):
+                    t_us = ticks_us()
+                    for i in range(n):
+                        p.level(now - 10 - (i % 16) * 10, 10)
+                    best = min(best, ticks_diff(ticks_us(), t_us))
+                out["level_us"] = best
+            if hasattr(gc, "mem_alloc"):
+                gc.collect()
+                gc.disable()
+                a = gc.mem_alloc()  # type: ignore[attr-defined]
+                for i in range(n):
+                    u(rec_mic[i], rec_spk[i])
+                out["vad_alloc_bytes"] = gc.mem_alloc() - a  # type: ignore[attr-defined]
+                gc.enable()
     out["underruns"] = p.underruns
     out["overruns"] = cap.i2s.overruns
     reply.close()

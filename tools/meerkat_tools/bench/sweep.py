@@ -525,6 +525,95 @@ def summary_text(s: dict) -> str:
 # CPU
 
 
+def cpu_runs(index: dict, levels: dict[str, float], seconds: int) -> list[dict]:
+    """Three passes with the VAD and three without, over the same reply (speech at -20 dB echo,
+    nobody interrupting): the detector's cost is the difference in capture.poll's time."""
+    cell = dict(DEFAULTS, at_ms=None, reply_s=seconds, runs=1, slice="cpu", stalls=[0, 0])
+    cell["key"] = json.dumps({a: cell[a] for a in AXES}, sort_keys=True)
+    base = runs_of(cell, index, levels)[0]
+    out = []
+    for k in range(6):
+        out.append(dict(base, cpu="poll", no_vad=k % 2 == 1, id=f"cpu|{'without' if k % 2 else 'with'}|{k}"))
+    out.append(dict(base, cpu="replay", id="cpu|replay|6"))
+    return out
+
+
+def cpu_summary(rows: list[dict]) -> dict:
+    with_vad = [r for r in rows if r["id"].startswith("cpu|with|")]
+    without = [r for r in rows if r["id"].startswith("cpu|without|")]
+    replay = [r for r in rows if "vad_us" in r]
+    if not with_vad or not without or not replay:
+        return {"error": "the CPU pass did not run"}
+    audio_s = with_vad[0]["blocks"] / 100
+    best_with = min(r["poll_us"] for r in with_vad)
+    best_without = min(r["poll_us"] for r in without)
+    with_vad = replay
+    vad = min(r["vad_us"] for r in with_vad)
+    level = min((r["level_us"] for r in with_vad if "level_us" in r), default=0)
+    blocks_s = with_vad[0]["vad_blocks"] / 100
+    return {
+        "player_level_us_per_audio_s": round(level / blocks_s),
+        "vad_plus_level_us_per_audio_s": round((vad + level) / blocks_s),
+        "audio_s": audio_s,
+        "capture_with_vad_us_per_audio_s": round(best_with / audio_s),
+        "capture_without_vad_us_per_audio_s": round(best_without / audio_s),
+        "detector_us_per_audio_s": round((best_with - best_without) / audio_s),
+        "vad_update_us_per_audio_s": round(vad / (with_vad[0]["vad_blocks"] / 100)),
+        "vad_update_us_per_block": round(vad / with_vad[0]["vad_blocks"], 2),
+        "vad_alloc_bytes": max((r.get("vad_alloc_bytes", 0) for r in with_vad), default=None),
+        "method": "unix port, virtual time: capture.poll timed with ticks_us (the fake I2S included, the same in "
+                  "both), fastest of 3 passes with the VAD and 3 without; VAD.update alone on the levels it saw",
+    }
+
+
+def cpu_text(c: dict) -> str:
+    if "error" in c:
+        return f"  CPU: {c['error']}"
+    return (f"  CPU (unix port, this host's us per second of audio): VAD.update {c['vad_update_us_per_audio_s']} "
+            f"({c['vad_update_us_per_block']} a block) + Player.level {c['player_level_us_per_audio_s']} = "
+            f"{c['vad_plus_level_us_per_audio_s']}, {c['vad_alloc_bytes']} bytes allocated over {c['audio_s']:.0f} s; "
+            f"capture.poll with the detector {c['capture_with_vad_us_per_audio_s']}, without {c['capture_without_vad_us_per_audio_s']} "
+            f"(difference {c['detector_us_per_audio_s']}: noisy on a busy host)")
+
+
+########################################################################
+# Comparing two runs
+
+
+def compare(a_path: Path, b_path: Path) -> str:
+    a, b = (json.loads(p.read_text()) for p in (a_path, b_path))
+    ka = {(c["slice"], json.dumps({x: c[x] for x in AXES}, sort_keys=True)): c for c in a["cells_detail"]}
+    lines = [f"cell by cell: {a_path.name} ({a.get('rev')}) -> {b_path.name} ({b.get('rev')})"]
+    slice_name = None
+    for c in b["cells_detail"]:
+        key = (c["slice"], json.dumps({x: c[x] for x in AXES}, sort_keys=True))
+        o = ka.get(key)
+        if c["slice"] != slice_name:
+            slice_name = c["slice"]
+            lines.append("")
+            lines.append(f"## {slice_name}")
+            if c["at_ms"] is None:
+                lines.append("| cell | false barge-ins per 10 min, before -> after | verdict after |")
+                lines.append("|---|---|---|")
+            else:
+                lines.append("| cell | detected | median ms | worst ms | false | verdict after |")
+                lines.append("|---|---|---|---|---|---|")
+        varied = [x for x in AXES if x != "board" and c[x] != DEFAULTS.get(x)] or ["at_ms"]
+        label = _label(c, varied)
+        if c["at_ms"] is None:
+            def per10(x):
+                return "-" if x is None or x.get("false_per_min") is None else _fmt(x["false_per_min"] * 10)
+            lines.append(f"| {label} | {per10(o)} -> {per10(c)} | {verdict(c)} |")
+        else:
+            def det(x):
+                return "-" if x is None else f"{x['detected']}/{x['runs']}"
+            def g(x, k):
+                return "-" if x is None else _fmt(x.get(k))
+            lines.append(f"| {label} | {det(o)} -> {det(c)} | {g(o, 'latency_median_ms')} -> {g(c, 'latency_median_ms')} | "
+                         f"{g(o, 'latency_worst_ms')} -> {g(c, 'latency_worst_ms')} | {g(o, 'false_barge_ins')} -> {g(c, 'false_barge_ins')} | {verdict(c)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="meerkat-sweep", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -538,7 +627,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--out", type=Path, help="also write the full JSON (every run) to this file")
+    p.add_argument("--cpu-s", type=int, default=30, help="seconds of reply per CPU pass on the unix port (0: none; quick: 10)")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="print two --out files cell by cell and exit")
     a = p.parse_args(argv)
+    if a.compare:
+        print(compare(*a.compare))
+        return 0
     paths.require_checkout()
     log = (lambda m: None) if a.json else (lambda m: print(m, file=sys.stderr, flush=True))
     spec = load_spec(a.spec, a.quick)
@@ -585,6 +679,11 @@ def main(argv: list[str] | None = None) -> int:
             result["runtimes_identical"] = not diff
             if diff:
                 result["runtime_differences"] = diff[:10]
+        cpu_s = min(a.cpu_s, 10) if a.quick else a.cpu_s
+        if cpu_s and "micropython" in runtimes:
+            log(f"CPU: {cpu_s} s of reply, 3 passes with the VAD and 3 without, on the unix port")
+            runner = Runner(work / "cpu", "micropython", firmware)
+            result["cpu"] = cpu_summary(runner.run(cpu_runs(index, levels, cpu_s), "cpu"))
         grouped: dict[str, list[dict]] = {}
         for r in rows:
             grouped.setdefault(r["id"].rsplit("|", 1)[0], []).append(r)
@@ -600,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.json:
         print(table(result["cells_detail"], spec))
         print(summary_text(result["summary"]))
+        if "cpu" in result:
+            print(cpu_text(result["cpu"]))
         if "runtimes_identical" in result:
             print(f"  micropython and cpython decisions identical: {result['runtimes_identical']}")
         print(f"  {result['runs']} runs, {result['audio_min']} min of audio in {result['duration_s']} s")

@@ -46,10 +46,29 @@ class Bench:
         self.quiet = args.json
         self.work = Path(tempfile.mkdtemp(prefix="meerkat-bench-"))
         self.result: dict[str, Any] = {"bench": "meerkat-bench", "mode": "quick" if args.quick else "full"}
+        # Progress on stderr (silent with --json): "[step k/N] name", and within a step how far
+        # it has got ("uplink: naive (3/3)"), each line with the time since the start.
+        self.t0 = time.monotonic()
+        self.steps: list[str] = []
+        self.step_no = 0
 
     def log(self, msg: str) -> None:
         if not self.quiet:
-            print(msg, file=sys.stderr, flush=True)
+            print(f"meerkat-bench {time.monotonic() - self.t0:6.1f}s  {msg}", file=sys.stderr, flush=True)
+
+    def step(self, name: str) -> None:
+        """The start of one of the run's steps (planned in run())."""
+        self.step_no += 1
+        total = max(len(self.steps), self.step_no)
+        self.log(f"[step {self.step_no}/{total}] {name}")
+
+    def plan(self) -> list[str]:
+        a = self.args
+        if a.images_only:
+            return ["images"]
+        steps = ["compile the firmware", "peers" if not (a.quick or a.no_peers) else None, "uplink", "downlink",
+                 "memory", None if (a.quick or a.no_demo) else "latency", None if (a.quick or a.no_images) else "images"]
+        return [x for x in steps if x]
 
     # ------------------------------------------------------------------ running scripts
 
@@ -108,8 +127,8 @@ class Bench:
             if p.error is None:
                 impls[name] = list(p.path)
         out: dict[str, dict] = {str(ms): {} for ms in FRAMES_MS}
-        for name, extra in impls.items():
-            self.log(f"uplink: {name}")
+        for i, (name, extra) in enumerate(impls.items(), 1):
+            self.log(f"uplink: {name} ({i}/{len(impls)}), {len(FRAMES_MS)} frame sizes x {a.repeats} passes of {a.audio_s} s")
             base = {
                 "impl": name,
                 "url": sink.url("/sink/"),
@@ -189,8 +208,8 @@ class Bench:
     def downlink(self, sink: LoopbackPeer, build: Path) -> dict:
         a = self.args
         out: dict[str, dict] = {str(ms): {} for ms in CHUNKS_MS}
-        for name in ("meerkat", "meerkat-live", "naive"):
-            self.log(f"downlink: {name}")
+        for i, name in enumerate(("meerkat", "meerkat-live", "naive"), 1):
+            self.log(f"downlink: {name} ({i}/3), {len(CHUNKS_MS)} chunk sizes x {a.repeats} passes of {a.audio_s} s")
             base = {
                 "impl": name,
                 "url": sink.url("/down/"),
@@ -276,8 +295,8 @@ class Bench:
             heaps.append(f"{search['min_heap_k']}K")
         heaps.append(f"{hi}K")
         runs = []
-        for h in dict.fromkeys(heaps):
-            self.log(f"memory: demo with the heap probe at {h}")
+        for i, h in enumerate(dict.fromkeys(heaps), 1):
+            self.log(f"memory: demo with the heap probe at {h} ({i}/{len(dict.fromkeys(heaps))})")
             r = demo.run(h, probe=True, record=False, sample_heap=True)
             runs.append(
                 {
@@ -359,20 +378,22 @@ class Bench:
         a = self.args
         t0 = time.monotonic()
         paths.require_checkout()
+        self.steps = self.plan()
         self.result["machine"] = self.machine()
         if a.images_only:
             self.result["mode"] = "images"
+            self.step("images")
             self.result["images"] = self.images()
             self.result["duration_s"] = round(time.monotonic() - t0, 1)
             return self.result
-        self.log("compiling the firmware to .mpy (x64, viper)")
+        self.step("compile the firmware to .mpy (x64, viper)")
         build = mpy.compile_firmware(self.work / "mpy")
         peer_set: dict[str, peers.Peer] = {}
         if a.quick or a.no_peers:
             why = "quick mode" if a.quick else "--no-peers"
             self.result["peers"] = {n: {"status": "skipped", "reason": why} for n in peers.PEERS}
         else:
-            self.log("peers: pip download --no-deps into a temporary directory")
+            self.step("peers: pip download --no-deps into a temporary directory")
             peer_set = peers.fetch(self.work / "peers")
             self.result["peers"] = {
                 n: ({"status": "installed", "version": p.version} if p.error is None else {"status": "skipped", "reason": p.error})
@@ -380,6 +401,7 @@ class Bench:
             }
         peer_info: dict[str, dict[str, Any]] = self.result["peers"]
         with LoopbackPeer() as sink:
+            self.step("uplink CPU and allocation")
             up = self.uplink(sink, build, peer_set)
             for n, info in peer_info.items():
                 if info["status"] == "installed":
@@ -390,11 +412,18 @@ class Bench:
                         info["errors"] = {str(k): v for k, v in errs.items()}
                     info["function"] = report.PEER_FUNCTIONS[n]
             self.result["uplink"] = up
+            self.step("downlink CPU and allocation")
             self.result["downlink"] = self.downlink(sink, build)
         self.result["wire"] = self.wire(up)
+        self.step("memory: import costs" + ("" if a.quick or a.no_demo else ", the demo's smallest heap"))
         self.result["memory"] = self.memory(build)
+        if not (a.quick or a.no_demo):
+            self.step(f"latency: {a.latency_runs} demo runs")
         self.result["latency"] = self.latency(self.result["memory"])
+        if not (a.quick or a.no_images):
+            self.step(f"images: {', '.join(a.images)}")
         self.result["images"] = self.images()
+        self.log(f"done in {time.monotonic() - t0:.0f} s")
         self.result["targets"] = report.targets(self.result)
         self.result["duration_s"] = round(time.monotonic() - t0, 1)
         return self.result

@@ -13,6 +13,8 @@ What lands on the device (paths relative to its root, the working directory afte
     boards/<board>.json              the board named by --board or the config's "board"
     config.json                      the --config file, whatever its name on the host
     <tls.ca_file>                    the CA certificate the config names, if any (DER)
+    lib/aiorepl.mpy                  with --aiorepl: micropython-lib's asyncio REPL (mip install),
+                                     for meerkat_rt.start(): the device runs and the REPL stays usable
 
 build_commands() is the pure part (tested through --dry-run); main() checks the inputs and runs the
 commands. Errors are one line with what to do, and never quote the config (it holds the Wi-Fi key).
@@ -100,11 +102,14 @@ def build_commands(
     arch: str = DEFAULT_ARCH,
     build_dir: Path | None = None,
     action: str | None = None,
+    aiorepl: bool = False,
 ) -> list[list[str]]:
     """The commands that deploy, in order, as argv lists. Pure: reads and checks nothing.
 
     mpy_cross given: compile each module to build_dir/meerkat_rt/<name>.mpy first and copy those.
-    action: None, "reset" (hard reset after copying) or "repl" (open the REPL)."""
+    action: None, "reset" (hard reset after copying) or "repl" (open the REPL).
+    aiorepl: also `mip install aiorepl` (the board fetches it from micropython-lib: it needs a
+    network, which mpremote's mip gives it through the host) for meerkat_rt.start()."""
     connect = [mpremote, "connect", port]
     commands: list[list[str]] = []
     package = list(modules)
@@ -137,6 +142,8 @@ def build_commands(
     for i, (src, dst) in enumerate(files):
         chain += (["+"] if i else []) + ["fs", "cp", str(src), f":{dst}"]
     commands.append(chain)
+    if aiorepl:
+        commands.append(connect + ["mip", "install", "aiorepl"])
 
     if action == "reset":
         commands.append(connect + ["reset"])
@@ -243,6 +250,12 @@ def parser() -> argparse.ArgumentParser:
     then = p.add_mutually_exclusive_group()
     then.add_argument("--reset", action="store_true", help="hard-reset the board afterwards (main.py starts the client)")
     then.add_argument("--repl", action="store_true", help="open the REPL afterwards (Ctrl-D soft-resets and starts main.py, Ctrl-] quits)")
+    p.add_argument(
+        "--aiorepl",
+        action="store_true",
+        help="also install micropython-lib's aiorepl (mpremote mip install aiorepl): meerkat_rt.start() then keeps a "
+        "REPL beside the running device",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands (one per line, shell-quoted) and run nothing")
     p.add_argument("--write-package-json", action="store_true", help="regenerate firmware/package.json (for mip) and exit")
     return p
@@ -273,6 +286,7 @@ def plan(args: argparse.Namespace) -> list[list[str]]:
         arch=args.arch or DEFAULT_ARCH,
         build_dir=args.build_dir.resolve() if args.build_dir else None,
         action="reset" if args.reset else "repl" if args.repl else None,
+        aiorepl=args.aiorepl,
     )
 
 
@@ -286,9 +300,14 @@ def run(commands: list[list[str]]) -> None:
             if proc.returncode:
                 raise DeployError(f"mpy-cross rejected {cmd[-1]}: {proc.stderr.strip()}")
             continue
-        step = cmd[3] if cmd[3] in ("reset", "repl", "exec") else "copy"
+        step = cmd[3] if cmd[3] in ("reset", "repl", "exec", "mip") else "copy"
         print(f"meerkat-deploy: {shlex.join(cmd[:3])} {step} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd)
+        if proc.returncode and step == "mip":
+            raise DeployError(
+                f"mpremote mip install aiorepl failed (exit {proc.returncode}): mpremote fetches it from "
+                "micropython-lib on the host, which needs the internet; the firmware is deployed, only the REPL is missing"
+            )
         if proc.returncode and step != "repl":
             raise DeployError(
                 f"mpremote failed (exit {proc.returncode}) at the {step} step: is the board connected and "

@@ -8,6 +8,9 @@ the file is out of date).
 The package installs into the device's lib directory as lib/meerkat_rt/. It holds the library
 only: main.py, config.json and the board file go to the device's root (meerkat-deploy copies them,
 or see the README for the mpremote commands).
+
+firmware/package-repl.json is the same package with micropython-lib's aiorepl as a dependency,
+for the live REPL (meerkat_rt.start()): `mpremote mip install github:OWNER/REPO/firmware/package-repl.json`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 from . import paths
 
 PACKAGE_JSON = paths.FIRMWARE / "package.json"
+REPL_JSON = paths.FIRMWARE / "package-repl.json"  # the package + aiorepl (the live REPL)
+REPL_DEPS = (("aiorepl", "latest"),)
 # CPython-only modules that never go onto a board.
 HOST_ONLY = frozenset({"_host.py"})
 
@@ -39,11 +44,19 @@ def version() -> str:
     return match.group(1)
 
 
-def render() -> str:
-    """The package.json text: one [dest, source] pair per line, so diffs stay readable."""
+def render(deps: tuple[tuple[str, str], ...] = ()) -> str:
+    """The package.json text: one [dest, source] pair per line, so diffs stay readable; deps:
+    micropython-lib packages mip installs with it (package-repl.json: aiorepl)."""
     pkg = paths.FIRMWARE_PACKAGE.name
     rows = [f'    ["{pkg}/{p.name}", "{pkg}/{p.name}"]' for p in device_modules()]
-    return '{\n  "urls": [\n' + ",\n".join(rows) + f'\n  ],\n  "version": "{version()}"\n}}\n'
+    dep_rows = ""
+    if deps:
+        dep_rows = '  "deps": [' + ", ".join(f'["{n}", "{v}"]' for n, v in deps) + "],\n"
+    return '{\n  "urls": [\n' + ",\n".join(rows) + f'\n  ],\n{dep_rows}  "version": "{version()}"\n}}\n'
+
+
+def render_repl() -> str:
+    return render(REPL_DEPS)
 
 
 def write(path: Path | None = None) -> bool:
@@ -65,8 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         if not PACKAGE_JSON.exists() or PACKAGE_JSON.read_text() != render():
             print(f"{PACKAGE_JSON} is out of date: run python -m meerkat_tools.pkgjson", file=sys.stderr)
             return 1
+        if not REPL_JSON.exists() or REPL_JSON.read_text() != render_repl():
+            print(f"{REPL_JSON} is out of date: run python -m meerkat_tools.pkgjson", file=sys.stderr)
+            return 1
         return 0
     changed = write(PACKAGE_JSON)
+    if not REPL_JSON.exists() or REPL_JSON.read_text() != render_repl():
+        REPL_JSON.write_text(render_repl())
+        changed = True
     print(f"{PACKAGE_JSON}: {'written' if changed else 'up to date'} ({len(device_modules())} modules)")
     return 0
 

@@ -267,7 +267,7 @@ async def _main(dev, aiorepl):
     if aiorepl is not None:
         import __main__  # type: ignore
 
-        g = __main__.__dict__  # the REPL's own namespace, plus the helpers
+        g: dict = __main__.__dict__  # type: ignore  # the REPL's own namespace, plus the helpers
         for name in REPL_HELPERS:
             g[name] = globals()[name]
         g["status"] = _repl_status

@@ -51,24 +51,27 @@ class WebSocketError(Exception):
 
 
 def split_url(url):
-    """ws[s]://host[:port][/path] -> (secure, host, port, path). IPv6 literals are not supported."""
+    """ws[s]://host[:port][/path][?query] -> (secure, host, port, path). IPv6 literals are not
+    supported. Errors name the URL without its path and query: a live URL carries its token."""
     secure = url.startswith("wss://")
     if not secure and not url.startswith("ws://"):
-        raise WebSocketError("not a ws:// or wss:// URL: %s" % url)
+        raise WebSocketError("not a ws:// or wss:// URL: %s..." % log.esc(url[:8]))
     rest = url[6 if secure else 5 :]
-    i = rest.find("/")
-    if i < 0:
-        hostport, path = rest, "/"
-    else:
-        hostport, path = rest[:i], rest[i:]
+    i = 0
+    while i < len(rest) and rest[i] not in "/?":
+        i += 1
+    hostport, path = rest[:i], rest[i:]
+    if not path or path[0] == "?":
+        path = "/" + path
+    shown = url[: len(url) - len(rest) + i]
     i = hostport.rfind(":")
     try:
         port = int(hostport[i + 1 :]) if i >= 0 else (443 if secure else 80)
     except ValueError:
-        raise WebSocketError("bad port in %s" % url)
+        raise WebSocketError("bad port in %s" % log.esc(shown))
     host = hostport[:i] if i >= 0 else hostport
     if not host:
-        raise WebSocketError("no host in %s" % url)
+        raise WebSocketError("no host in %s" % log.esc(shown))
     return secure, host, port, path
 
 
@@ -220,7 +223,7 @@ class WebSocket:
         lines = head[:end].decode().split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) < 2 or parts[1] != "101":
-            raise WebSocketError("upgrade refused by %s: '%s'" % (where, lines[0]))
+            raise WebSocketError("upgrade refused by %s: '%s'" % (where, log.esc(lines[0], 80)))
         accept = upgrade = None
         for line in lines[1:]:
             i = line.find(":")
@@ -568,7 +571,7 @@ class WebSocket:
             except UnicodeError:
                 why = "?"
         self._close(code, why)
-        log.info("ws", "server closed: %d %s", code, why)
+        log.info("ws", "server closed: %d %s", code, log.esc(why))
 
     def _close(self, code, why):
         if self.state != _OPEN:

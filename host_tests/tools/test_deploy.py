@@ -16,8 +16,19 @@ from fakeboard import FakeBoard
 
 EXAMPLE = paths.FIRMWARE / "config.example.json"
 SECRET = "Wi-Fi-key-0xC0FFEE"
-MODULES = [p for p in sorted(paths.FIRMWARE_PACKAGE.glob("*.py")) if p.name != "_host.py"]
-NAMES = [p.name for p in MODULES]
+MODULES = [p for p in sorted(paths.FIRMWARE_PACKAGE.rglob("*.py")) if p.name != "_host.py" and "__pycache__" not in p.parts]
+NAMES = [p.relative_to(paths.FIRMWARE_PACKAGE).as_posix() for p in MODULES]  # v2/backend.py ...
+SUBDIRS = sorted({n.rsplit("/", 1)[0] for n in NAMES if "/" in n})  # the subpackages: live, v2
+DIRS = ["lib", "lib/meerkat_rt", *[f"lib/meerkat_rt/{d}" for d in SUBDIRS], "boards"]
+
+
+def package_copies(connect: list[str], files: list[Path], names: list[str]) -> list[list[str]]:
+    """One `fs cp` per package directory: the top level, then each subpackage."""
+    out = []
+    for sub in ["", *SUBDIRS]:
+        group = [str(f) for f, n in zip(files, names) if (n.rsplit("/", 1)[0] if "/" in n else "") == sub]
+        out.append(connect + ["fs", "cp", *group, ":lib/meerkat_rt/" + (sub + "/" if sub else "")])
+    return out
 
 
 def write_config(tmp_path: Path, **changes) -> Path:
@@ -63,13 +74,14 @@ def test_dry_run_copies_package_app_board_and_config(tmp_path, capsys):
     mp = mpy.executable("mpremote")
     connect = [mp, "connect", "/dev/ttyUSB0"]
     assert cmds == [
-        connect + ["exec", deploy.prepare_script(["lib", "lib/meerkat_rt", "boards"], NAMES)],
-        connect + ["fs", "cp", *map(str, MODULES), ":lib/meerkat_rt/"],
+        connect + ["exec", deploy.prepare_script(DIRS, NAMES, ["", *SUBDIRS])],
+        *package_copies(connect, MODULES, NAMES),
         files_chain(mp, "/dev/ttyUSB0", config, "esp32_devkit"),
         connect + ["reset"],
     ]
     assert "_host" not in " ".join(" ".join(c) for c in cmds)
     assert "meerkat_rt/_fast_viper.py" in " ".join(cmds[1])  # the viper module is shipped
+    assert "meerkat_rt/v2/backend.py" in " ".join(cmds[2 + SUBDIRS.index("v2")])
 
 
 def test_dry_run_mpy_compiles_for_the_chip(tmp_path, capsys):
@@ -79,13 +91,14 @@ def test_dry_run_mpy_compiles_for_the_chip(tmp_path, capsys):
     assert code == 0, err
     cross, mp = mpy.executable("mpy-cross"), mpy.executable("mpremote")
     out = build / "meerkat_rt"
-    compiled = [out / (p.stem + ".mpy") for p in MODULES]
+    mpy_names = [n[:-3] + ".mpy" for n in NAMES]
+    compiled = [out / n for n in mpy_names]
     connect = [mp, "connect", "auto"]
     assert cmds == [
-        ["mkdir", "-p", str(out)],
+        *[["mkdir", "-p", str(d)] for d in sorted({c.parent for c in compiled})],
         *[[cross, "-march=rv32imc", "-o", str(o), str(s)] for s, o in zip(MODULES, compiled)],
-        connect + ["exec", deploy.prepare_script(["lib", "lib/meerkat_rt", "boards"], [o.name for o in compiled])],
-        connect + ["fs", "cp", *map(str, compiled), ":lib/meerkat_rt/"],
+        connect + ["exec", deploy.prepare_script(DIRS, mpy_names, ["", *SUBDIRS])],
+        *package_copies(connect, compiled, mpy_names),
         files_chain(mp, "auto", config, "esp32s3_devkitc"),
         connect + ["repl"],
     ]
@@ -107,9 +120,9 @@ def test_dry_run_ships_the_ca_file_named_by_the_config(tmp_path, capsys):
     code, cmds, err = dry_run(capsys, "--config", str(config))
     assert code == 0, err
     mp = mpy.executable("mpremote")
-    assert cmds[0][4] == deploy.prepare_script(["lib", "lib/meerkat_rt", "boards", "certs"], NAMES)
-    assert cmds[2] == files_chain(mp, "auto", config, "esp32s3_devkitc", [(tmp_path / "certs" / "ca.der", "certs/ca.der")])
-    assert len(cmds) == 3  # neither --reset nor --repl
+    assert cmds[0][4] == deploy.prepare_script([*DIRS, "certs"], NAMES, ["", *SUBDIRS])
+    assert cmds[-1] == files_chain(mp, "auto", config, "esp32s3_devkitc", [(tmp_path / "certs" / "ca.der", "certs/ca.der")])
+    assert len(cmds) == 2 + len(SUBDIRS) + 1  # prepare, the package copies, the files: neither --reset nor --repl
 
 
 def test_dry_run_ca_from_elsewhere(tmp_path, capsys):
@@ -119,7 +132,7 @@ def test_dry_run_ca_from_elsewhere(tmp_path, capsys):
     ca.write_bytes(b"\x30\x82")
     code, cmds, err = dry_run(capsys, "--config", str(config), "--ca", str(ca))
     assert code == 0, err
-    assert cmds[2][-4:] == ["fs", "cp", str(ca), ":ca.der"]
+    assert cmds[-1][-4:] == ["fs", "cp", str(ca), ":ca.der"]
 
 
 # -- errors: one line, what to do, non-zero, never the config's contents -----------------------
@@ -221,7 +234,8 @@ def run_on_device(root: Path, code: str) -> str:
 
 # What main.py does first: the config and the board as the device finds them.
 CHECK = (
-    "import meerkat_rt.config as c, meerkat_rt.board as b, meerkat_rt.fast as f\n"
+    "import meerkat_rt.config as c, meerkat_rt.board as b, meerkat_rt.fast as f, meerkat_rt.log as log\n"
+    "log.level = log.WARN\n"  # the board loader's info line (its RAM budget) is not the answer
     "cfg = c.load('config.json')\n"
     "print(b.load(cfg['board'])['name'], f.IMPLEMENTATION)"
 )

@@ -24,7 +24,8 @@ def test_package_json_is_up_to_date():
 def test_package_json_lists_every_device_file_and_nothing_else():
     pkg = json.loads(PACKAGE_JSON.read_text())
     assert set(pkg) == {"urls", "version"}
-    on_disk = {p.name for p in paths.FIRMWARE_PACKAGE.glob("*.py")} - {"_host.py"}
+    assert "meerkat_rt/v2/backend.py" in [d for d, _ in pkg["urls"]]  # subpackages too
+    on_disk = {p.relative_to(paths.FIRMWARE_PACKAGE).as_posix() for p in paths.FIRMWARE_PACKAGE.rglob("*.py")} - {"_host.py"}
     dests = [dest for dest, _ in pkg["urls"]]
     assert sorted(dests) == sorted(f"meerkat_rt/{n}" for n in on_disk)
     for dest, source in pkg["urls"]:

@@ -76,16 +76,18 @@ def _device_path(path: str) -> str:
     return "/".join(parts)
 
 
-def prepare_script(dirs: list[str], keep: list[str]) -> str:
+def prepare_script(dirs: list[str], keep: list[str], package_dirs: list[str] | None = None) -> str:
     """Python for `mpremote exec`: create the directories (parents first) when missing, and
-    remove package files (.py/.mpy) that are not being deployed. One line, double quotes only,
-    so the shell-quoted command stays readable."""
+    remove package files (.py/.mpy) that are not being deployed, in the package directory and
+    its subpackages (package_dirs, relative to it; keep: paths relative to it). One line,
+    double quotes only, so the shell-quoted command stays readable."""
     d = ",".join(f'"{x}"' for x in dirs)
+    pd = ",".join(f'"{DEVICE_PACKAGE}/{x}"' if x else f'"{DEVICE_PACKAGE}"' for x in (package_dirs or [""]))
     return (
         "import os;"
-        f'[os.mkdir(d) for d in ({d}) if d.rsplit("/",1)[-1] not in os.listdir(*d.rsplit("/",1)[:-1])];'
-        f'[os.remove("{DEVICE_PACKAGE}/"+f) for f in os.listdir("{DEVICE_PACKAGE}") '
-        f'if f.rsplit(".",1)[-1] in ("py","mpy") and f not in "{" ".join(keep)}".split()]'
+        f'[os.mkdir(d) for d in ({d},) if d.rsplit("/",1)[-1] not in os.listdir(*d.rsplit("/",1)[:-1])];'
+        f'[os.remove(p+"/"+f) for p in ({pd},) for f in os.listdir(p) '
+        f'if f.rsplit(".",1)[-1] in ("py","mpy") and (p[{len(DEVICE_PACKAGE) + 1}:]+"/"+f).lstrip("/") not in "{" ".join(keep)}".split()]'
     )
 
 
@@ -112,23 +114,28 @@ def build_commands(
     network, which mpremote's mip gives it through the host) for meerkat_rt.start()."""
     connect = [mpremote, "connect", port]
     commands: list[list[str]] = []
+    rel = [m.relative_to(paths.FIRMWARE_PACKAGE) for m in modules]  # subpackages keep their place
     package = list(modules)
     if mpy_cross is not None:
         out = (build_dir or default_build_dir(arch)) / paths.FIRMWARE_PACKAGE.name
-        package = [out / (m.stem + ".mpy") for m in modules]
-        commands.append(["mkdir", "-p", str(out)])
+        rel = [r.with_suffix(".mpy") for r in rel]
+        package = [out / r for r in rel]
+        for parent in sorted({p.parent for p in package}):
+            commands.append(["mkdir", "-p", str(parent)])
         for src, dst in zip(modules, package):
             commands.append([mpy_cross, f"-march={arch}", "-o", str(dst), str(src)])
-
-    dirs = ["lib", DEVICE_PACKAGE, "boards"]
+    subdirs = sorted({r.parent.as_posix() for r in rel if r.parent != Path(".")})
+    dirs = ["lib", DEVICE_PACKAGE, *[f"{DEVICE_PACKAGE}/{d}" for d in subdirs], "boards"]
     if ca_file is not None and ca_dest:
         parents = _device_path(ca_dest).split("/")[:-1]
         for i in range(1, len(parents) + 1):
             d = "/".join(parents[:i])
             if d not in dirs:
                 dirs.append(d)
-    commands.append(connect + ["exec", prepare_script(dirs, [p.name for p in package])])
-    commands.append(connect + ["fs", "cp", *map(str, package), f":{DEVICE_PACKAGE}/"])
+    commands.append(connect + ["exec", prepare_script(dirs, [r.as_posix() for r in rel], ["", *subdirs])])
+    for sub in ["", *subdirs]:
+        files = [str(p) for p, r in zip(package, rel) if r.parent.as_posix() == (sub or ".")]
+        commands.append(connect + ["fs", "cp", *files, f":{DEVICE_PACKAGE}/{sub + '/' if sub else ''}"])
 
     files = [
         (paths.FIRMWARE / "boot.py", "boot.py"),
@@ -158,6 +165,12 @@ def build_commands(
 def _firmware_import():
     if str(paths.FIRMWARE) not in sys.path:
         sys.path.insert(0, str(paths.FIRMWARE))
+    from meerkat_rt import log
+
+    # The firmware's validators log (the board loader its RAM budget): warnings only, and to
+    # stderr, so that stdout carries only what this tool prints (the --dry-run commands).
+    log.sink = lambda line: print(line, file=sys.stderr)
+    log.level = log.WARN
 
 
 def load_config(path: Path) -> dict:

@@ -30,8 +30,9 @@ HOST_ONLY = frozenset({"_host.py"})
 
 
 def device_modules() -> list[Path]:
-    """The firmware package's source files a device needs, sorted by name."""
-    return sorted(p for p in paths.FIRMWARE_PACKAGE.glob("*.py") if p.name not in HOST_ONLY)
+    """The firmware package's source files a device needs (subpackages included: v2/, live/),
+    sorted by path."""
+    return sorted(p for p in paths.FIRMWARE_PACKAGE.rglob("*.py") if p.name not in HOST_ONLY and "__pycache__" not in p.parts)
 
 
 def version() -> str:
@@ -48,7 +49,8 @@ def render(deps: tuple[tuple[str, str], ...] = ()) -> str:
     """The package.json text: one [dest, source] pair per line, so diffs stay readable; deps:
     micropython-lib packages mip installs with it (package-repl.json: aiorepl)."""
     pkg = paths.FIRMWARE_PACKAGE.name
-    rows = [f'    ["{pkg}/{p.name}", "{pkg}/{p.name}"]' for p in device_modules()]
+    rel = [p.relative_to(paths.FIRMWARE_PACKAGE).as_posix() for p in device_modules()]
+    rows = [f'    ["{pkg}/{r}", "{pkg}/{r}"]' for r in rel]
     dep_rows = ""
     if deps:
         dep_rows = '  "deps": [' + ", ".join(f'["{n}", "{v}"]' for n, v in deps) + "],\n"

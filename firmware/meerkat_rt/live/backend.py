@@ -44,7 +44,9 @@ class Backend:
         server = cfg["server"]
         host, port = endpoint(server["rpc"])  # config.py: the live surface has no REST routes
         self.host = host
-        self.rpc = JsonRpc(host, port, server["timeout_ms"])
+        # Kept open for the whole run: a barge-in's control calls leave at once. Its answers are
+        # small (live/open's is under 1 KB), so a 2 KB line buffer bounds them.
+        self.rpc = JsonRpc(host, port, server["timeout_ms"], bytearray(2048))
         self.channel_id = None
         self._maybe_open = None  # a channel of ours the server may still hold
         self._ready = False
@@ -244,6 +246,11 @@ class Backend:
         await self.ws.close()
 
     def lost(self):
+        # The server may still hold the channel: a link that died without a close (Wi-Fi gone,
+        # a keepalive timeout) is noticed there only later, and until then the session refuses
+        # a new channel. Closing it first costs one call ("not found" when it is gone).
+        if not self._asked_close and self.channel_id is not None:
+            self._maybe_open = self.channel_id
         self._ready = False
         self._ctrl = []
         self._calls = {}

@@ -561,8 +561,9 @@ def cpu_summary(rows: list[dict]) -> dict:
         "vad_update_us_per_audio_s": round(vad / (with_vad[0]["vad_blocks"] / 100)),
         "vad_update_us_per_block": round(vad / with_vad[0]["vad_blocks"], 2),
         "vad_alloc_bytes": max((r.get("vad_alloc_bytes", 0) for r in with_vad), default=None),
-        "method": "unix port, virtual time: capture.poll timed with ticks_us (the fake I2S included, the same in "
-                  "both), fastest of 3 passes with the VAD and 3 without; VAD.update alone on the levels it saw",
+        "method": "unix port, virtual time: VAD.update replayed on the levels a 30 s reply gave it and "
+                  "Player.level as Capture asks it, fastest of 3 passes each (ticks_us); capture.poll timed "
+                  "with and without the VAD too, but that difference is within the noise of a shared host",
     }
 
 
@@ -571,9 +572,8 @@ def cpu_text(c: dict) -> str:
         return f"  CPU: {c['error']}"
     return (f"  CPU (unix port, this host's us per second of audio): VAD.update {c['vad_update_us_per_audio_s']} "
             f"({c['vad_update_us_per_block']} a block) + Player.level {c['player_level_us_per_audio_s']} = "
-            f"{c['vad_plus_level_us_per_audio_s']}, {c['vad_alloc_bytes']} bytes allocated over {c['audio_s']:.0f} s; "
-            f"capture.poll with the detector {c['capture_with_vad_us_per_audio_s']}, without {c['capture_without_vad_us_per_audio_s']} "
-            f"(difference {c['detector_us_per_audio_s']}: noisy on a busy host)")
+            f"{c['vad_plus_level_us_per_audio_s']}, {c['vad_alloc_bytes']} bytes allocated over {c['audio_s']:.0f} s "
+            f"(the whole capture.poll with the fake I2S: {c['capture_with_vad_us_per_audio_s']})")
 
 
 ########################################################################
@@ -598,7 +598,8 @@ def compare(a_path: Path, b_path: Path) -> str:
             else:
                 lines.append("| cell | detected | median ms | worst ms | false | verdict after |")
                 lines.append("|---|---|---|---|---|---|")
-        varied = [x for x in AXES if x != "board" and c[x] != DEFAULTS.get(x)] or ["at_ms"]
+        same = [o2 for o2 in b["cells_detail"] if o2["slice"] == c["slice"]]
+        varied = [x for x in AXES if len({json.dumps(o2[x]) for o2 in same}) > 1] or ["at_ms"]
         label = _label(c, varied)
         if c["at_ms"] is None:
             def per10(x):

@@ -1,5 +1,6 @@
 """The fakes themselves (CPython): the WLAN against the firmware's wifi module, the I2S's
-blocking-until-polled behaviour, overruns, the speaker recording as a WAV file."""
+blocking-until-polled behaviour, overruns, the speaker recording as a WAV file, the barge-in
+sweep's world (virtual clock, DMA buffers, looped noise, echo reflections)."""
 
 from __future__ import annotations
 
@@ -203,3 +204,48 @@ def test_fixture_index_matches_the_files():
     assert sorted(index) == sorted(p.name for p in paths.FIXTURES.glob("*.wav"))
     for name, row in index.items():
         assert wavinfo.analyse(paths.FIXTURES / name) == row, name
+
+
+def test_world_for_the_barge_in_sweep_virtual_clock_dma_buffers_noise_and_echo_tail():
+    # The settings meerkat-sweep uses: time that moves only when told, microphone samples that
+    # become readable in whole 256-frame DMA buffers, a looped noise file, echo reflections.
+    noise = str(paths.FIXTURES / "noise_pink.wav")
+    simworld.configure(clock="virtual", mic_dma_frames=256, noise_wav=noise, noise_db=-6)
+    mic = _i2s(machine.I2S.RX)
+    mic.ioctl(3, 1)  # ASYNCIO mode: partial reads
+    buf = bytearray(4096)
+    simworld.advance_ms(10)
+    assert simworld.ticks_ms() == 10 and mic.readinto(buf) == 0  # 240 frames: not a whole buffer yet
+    simworld.advance_ms(1)
+    assert mic.readinto(buf) == 512  # 256 frames at 10.7 ms
+    # The noise loops: 3 s of file, still there after 4 s (and mixed at its level).
+    simworld.advance_ms(4000)
+    while mic.readinto(buf) == len(buf):
+        pass
+    simworld.advance_ms(22)
+    n = mic.readinto(buf)
+    assert n == 1024
+    from meerkat_rt import fast
+
+    assert 300 < fast.mean_abs(buf, 0, 512) < 2000
+    # The echo: what the speaker plays comes back 10 ms later, and again 20 ms after that.
+    w = simworld.configure(clock="virtual", echo_db=-6, echo_delay_ms=10, echo_tail=[[20, -6]], track_sound=True)
+    spk = _i2s(machine.I2S.TX)
+    mic = _i2s(machine.I2S.RX)
+    mic.ioctl(3, 1)
+    spk.ioctl(3, 4)
+    tone = bytearray(480)  # 10 ms at 16000
+    for i in range(240):
+        tone[2 * i] = 0x80
+        tone[2 * i + 1] = 0x3E
+    assert spk.write(tone) == 480
+    levels = []
+    for _ in range(8):  # 40 ms, 5 ms at a time
+        simworld.advance_ms(5)
+        n = mic.readinto(buf)
+        levels.append(fast.mean_abs(buf, 0, n // 2) if n else -1)
+    assert w.last_sound == w.spk_start + 240  # the speaker's last non-zero sample, to 1 ms
+    # Blocks of 5 ms: silence, the direct echo (16000 at -6 dB: 8000) at 10-20 ms, silence, the
+    # reflection (-12 dB: 4000) at 30-40 ms.
+    assert levels[0] == levels[1] == 0 and 7000 < max(levels[2:4]) < 9000, levels
+    assert levels[4] == levels[5] == 0 and 3500 < max(levels[6:8]) < 4500, levels

@@ -4,7 +4,7 @@ firmware's own capture path, VAD and player driven in virtual time on the simula
 final JSON line.
 
     meerkat-sweep                       # the standard matrix (a few minutes on 2 cores)
-    meerkat-sweep --quick               # a small matrix, about 20 s: the smoke test
+    meerkat-sweep --quick               # a small matrix, about 10 s: the smoke test
     meerkat-sweep --slice timing --runs 30 --set echo_db=-20,-10
     meerkat-sweep --spec my_matrix.json --out sweep.json
     meerkat-sweep --rev 830d6c5         # the firmware of another commit (before/after tables)
@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="meerkat-sweep", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--spec", type=Path, help="a matrix JSON file (default: the standard matrix)")
-    p.add_argument("--quick", action="store_true", help="a small matrix (about 20 s)")
+    p.add_argument("--quick", action="store_true", help="a small matrix (about 10 s)")
     p.add_argument("--slice", action="append", help="only this slice (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="AXIS=V1,V2", help="override an axis in every slice")
     p.add_argument("--runs", type=int, help="runs per cell (default: the spec's)")

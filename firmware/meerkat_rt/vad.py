@@ -28,7 +28,8 @@
 #   - the coupling is the maximum of the first 16 counted (plus a margin that shrinks as they
 #     come), then a tracker of the 94th percentile that rises at most 0.09 dB per observation:
 #     so a user the veto missed moves it slowly. It starts at the board's echo_coupling_db and
-#     leaves it by at most 1 dB per observation (conservative boards lose no early barge-in);
+#     leaves it by at most 1 dB per observation (a board value that errs high costs only
+#     sensitivity in the first reply's first moments; one too low, self-interruptions there);
 #   - the delay (0..110 ms, lags of one block) is the shortest lag where mic - speaker varies
 #     least (within 12 % of the best); until it is known, the reference spans lags 0..7.
 # The estimate is kept across replies (the board does not move).

@@ -25,7 +25,9 @@ RUNTIMES = ["micropython", "cpython"]
 
 @contextlib.contextmanager
 def device(srv: Hostile, tmp_path: Path, runtime: str = "micropython", world: dict | None = None,
-           seconds: float = 90, **config: Any) -> Iterator[tuple[SimDevice, Path]]:
+           seconds: float = 90, tolerate: tuple[str, ...] = (), **config: Any) -> Iterator[tuple[SimDevice, Path]]:
+    """tolerate: log lines (substrings) that clean() lets through, e.g. a MemoryError of the
+    simulator's own event handler that a test provokes on purpose."""
     host, port = srv.rpc_address
     cfg: dict[str, Any] = {
         "server": {"rpc": f"{host}:{port}", "surface": srv.surface, "timeout_ms": 5000, "open_timeout_ms": 10000},
@@ -48,7 +50,7 @@ def device(srv: Hostile, tmp_path: Path, runtime: str = "micropython", world: di
     try:
         with dev:
             yield dev, recording
-        clean(dev, srv)
+        clean(dev, srv, tolerate)
     finally:
         # On failure pytest shows this: what the board said, how it ended, what the server saw.
         print("--- device log ---")
@@ -61,13 +63,13 @@ def device(srv: Hostile, tmp_path: Path, runtime: str = "micropython", world: di
         print("--- server: client frames", [(f.conn, f.type or f.op) for f in srv.frames if not f.is_audio][-40:])
 
 
-def clean(dev: SimDevice, srv: Hostile) -> None:
+def clean(dev: SimDevice, srv: Hostile, tolerate: tuple[str, ...] = ()) -> None:
     raw = [line for line in dev.lines if "raw" in line]
     assert raw == [], f"lines the host could not read: {raw[:3]}"
     assert dev.summary is not None, "no summary line: the board did not end cleanly"
     for bad in ("Traceback", "MemoryError", "UnicodeDecodeError"):
         assert bad not in dev.stderr, dev.stderr[-2000:]
-        assert not [line for line in dev.logs() if bad in line], bad
+        assert not [line for line in dev.logs() if bad in line and not any(t in line for t in tolerate)], bad
     logs = "\n".join(dev.logs())
     for token in srv.tokens:
         assert token not in logs, "a token the server minted is in the device's log"

@@ -230,12 +230,10 @@ def test_a_websocket_dropped_mid_reply_gets_a_new_channel(tmp_path, runtime):
     assert dev.summary["reconnects"] == 1 and dev.summary["state"] == "closed"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "firmware bug: live/backend.py forgets the channel once it was admitted (_maybe_open = None after "
-    "ready), so after a link that died without a close (keepalive timeout) it never sends live/close; "
-    "the server still holds that channel and refuses every new live/open with 'already has an active "
-    "live channel', and the device retries forever (its comment says this case is closed first)"))
 def test_a_link_that_dies_silently_mid_reply_gets_a_new_channel_after_closing_the_old_one(tmp_path):
+    """Found by this suite (fixed in 898b326): after a keepalive timeout the device forgot the
+    admitted channel and never closed it; the server (which noticed nothing) refused every new
+    live/open with "already has an active live channel": 110 attempts in 20 s, never open."""
     async def silent(c):
         await c.go_silent()  # no FIN, no pongs: only the device's keepalive can tell
 
@@ -255,10 +253,9 @@ def test_a_link_that_dies_silently_mid_reply_gets_a_new_channel_after_closing_th
     assert closes and len(opens) == 2 and closes[0] < opens[1]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "firmware bug: ws.split_url raises WebSocketError('bad port in %s' % url) with the whole URL, and "
-    "link.py logs it: a live/open answer whose URL has a bad port puts the live token into the device's log"))
 def test_a_bad_websocket_url_does_not_leak_the_token(tmp_path):
+    """Found by this suite (fixed in 898b326): split_url's error quoted the whole URL, token
+    and all, and link.py logged it."""
     def bad_port(srv, call):
         answer = srv.default_answer(call)
         tr = answer["result"]["transport"]

@@ -210,16 +210,17 @@ def draw(run: Run, out: str | Path, title: str = "", width_px: int = 1600, heigh
             mic_ax.annotate(f"barge-in ({b['reason']})\nmic {_dbfs(b['mic']):.0f} / thr {_dbfs(b['threshold']):.0f} dBFS",
                             (x, _dbfs(b["mic"])), xytext=(4, 6), textcoords="offset points", fontsize=8, color="tab:red")
         else:
-            mic_ax.annotate(f"barge-in ({b['reason']})", (x, -10), xytext=(4, 0), textcoords="offset points", fontsize=8, color="tab:red")
+            mic_ax.annotate(f"barge-in ({b['reason']})", (x, -6), xytext=(4, 0), textcoords="offset points", fontsize=8,
+                            color="tab:red", va="top")
     mic_ax.set_ylim(floor, 0)
     mic_ax.set_ylabel("dBFS")
     mic_ax.set_title(title or "meerkat-rt conversation timeline", loc="left")
-    mic_ax.legend(loc="upper right", fontsize=8, ncol=3)
+    mic_ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, ncol=3, frameon=False)
 
     spk_ax.plot(t, [_dbfs(v) if v else floor for v in s["spk"]], lw=0.8, color="tab:green", label="speaker")
     spk_ax.set_ylim(floor, 0)
     spk_ax.set_ylabel("dBFS")
-    spk_ax.legend(loc="upper right", fontsize=8)
+    spk_ax.legend(loc="lower right", fontsize=8)
 
     for k, colour in (("captured", "0.5"), ("sent", "tab:blue"), ("dropped", "tab:red"), ("discarded", "tab:orange")):
         up_ax.step(t, s[k], where="post", lw=1, color=colour, label=k)
@@ -249,7 +250,9 @@ def draw(run: Run, out: str | Path, title: str = "", width_px: int = 1600, heigh
             tr_ax.plot([xs], [x.true_ms], "o", color="tab:green", ms=7)
             tr_ax.plot([xs, xs], [x.cursor_ms, x.true_ms], color="0.4", lw=1)
             note += f", played {x.true_ms} ms ({x.true_ms - x.cursor_ms:+d})"
-        tr_ax.annotate(note, (xs, x.cursor_ms), xytext=(6, -4), textcoords="offset points", fontsize=8)
+        right = bool(t) and xs > t[0] + 0.65 * (t[-1] - t[0])  # near the right edge: the note goes left
+        tr_ax.annotate(note, (xs, x.cursor_ms), xytext=(-8 if right else 6, -4), textcoords="offset points", fontsize=8,
+                       ha="right" if right else "left")
     tr_ax.plot([], [], "s", color="tab:purple", label="cursor sent (audio_played_ms)")
     if any(x.true_ms is not None for x in truncs):
         tr_ax.plot([], [], "o", color="tab:green", label="speaker's true play position")
@@ -259,7 +262,8 @@ def draw(run: Run, out: str | Path, title: str = "", width_px: int = 1600, heigh
     tr_ax.legend(loc="upper left", fontsize=8)
     tr_ax.set_xlabel("seconds")
     if t:
-        tr_ax.set_xlim(min(t[0], *(e[0] / 1000 for e in run.events[:1])), t[-1])
+        ends = [e[0] / 1000 for e in run.events]
+        tr_ax.set_xlim(min([t[0], *ends]), max([t[-1], *ends]))
 
     fig.subplots_adjust(left=0.07, right=0.98, top=0.96, bottom=0.06, hspace=0.12)
     out = Path(out)

@@ -171,8 +171,16 @@ def _done(dev: SimDevice, barge: bool) -> bool:
 
 
 def _terminal(chunk: str) -> None:
-    # The REPL board's output on this terminal, without its trace lines (they go to the picture).
-    keep = [piece for piece in chunk.splitlines(True) if not piece.startswith("~t")]
+    # The REPL board's output on this terminal, without its trace lines (they go to the picture;
+    # one may follow a "--> " prompt) and without its summary line (this side prints its own).
+    keep = []
+    for piece in chunk.splitlines(True):
+        at = piece.find("~t")
+        if at >= 0 and piece[:at].strip() in ("", "-->"):
+            piece = piece[:at]
+        elif piece.startswith("{") and '"summary": ' in piece:
+            continue
+        keep.append(piece)
     sys.stdout.write("".join(keep))
     sys.stdout.flush()
 

@@ -63,7 +63,7 @@ async def run(fix, boards, mode, seed="1", items="4"):
         p.stop_now()
         stops.append([stop_ms, heard, truth])
         late = feed.poll(item)  # a late chunk of the stopped item
-        late_dropped = late_dropped and late == 0 and p.is_stopped(item)
+        late_dropped = late_dropped and late == -2 and p.is_stopped(item)  # -2: dropped by the player
     feed.close()
     if task is not None:
         task.cancel()

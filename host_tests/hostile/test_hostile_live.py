@@ -134,6 +134,21 @@ def test_surrogate_escapes_reach_the_app_as_valid_utf8(tmp_path, runtime):
     assert err["message"] == "lone \ufffd"
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "firmware bug: live/backend.py emits protocol.code_of(frame) (command_rejected, error) as it came, not "
+    "through shapes.text(): the app's error event carries invalid UTF-8 on MicroPython"))
+def test_a_rejection_code_the_app_reads_is_valid_utf8(tmp_path):
+    async def odd_code(c):
+        await c.accept()
+        await c.send(r'{"observation":"command_rejected","code":{"code":"config_rejected","reason":{"kind":"k_\ud83e\udd9c"}},"message":"m"}')
+
+    with Hostile.running("live") as srv:
+        srv.scripts = [odd_code]
+        with device(srv, tmp_path) as (dev, rec):
+            err = dev.wait_event("error", 15)
+    assert err["code"] == "config_rejected/k_\U0001f99c"
+
+
 # ------------------------------------------------------------------ a 2.7 KB item id
 
 LONG_ID = "item_" + "x" * 2700

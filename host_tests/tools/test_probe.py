@@ -1,9 +1,11 @@
-"""meerkat-probe against the development server, in process, on 127.0.0.1: text and WAV turns,
-what the server received, the printed lines, and the errors a user meets (bad session, nothing
-listening, wrong port, refused open, a channel that never opens, a failed channel)."""
+"""meerkat-probe against the development server, in process, on 127.0.0.1, on both surfaces: text
+and WAV turns, what the server received, the printed lines, and the errors a user meets (bad
+session, nothing listening, wrong port, refused open or token, a channel that never opens, a
+failed channel), plus the auto detection of the surface both ways."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -19,8 +21,10 @@ from meerkat_tools.devserver import DevServer, Faults, ServerOptions
 
 QUESTION = paths.FIXTURES / "user_question.wav"
 # A quick reply (no pacing) after a short pause: output must not start before the probe has
-# stopped sending audio, as with a real model, or its last frames would preempt the reply.
+# stopped sending audio, as with a real model, or its last frames would preempt the reply (v2).
 FAST = dict(reply_latency_ms=300, reply_speed=0.0)
+# The v2 tests read item ids on output audio: the dev server's labelled extension, short ids.
+V2_IDS = dict(surface="v2", item_ids=True, id_style="short")
 
 
 @pytest.fixture
@@ -62,18 +66,20 @@ def wav_pcm(path) -> bytes:
         return w.readframes(w.getnframes())
 
 
-# -- turns -------------------------------------------------------------------------------------
+# -- protocol v2: turns ----------------------------------------------------------------------
 
 
 def test_text_turn(server, capsys):
-    srv = server()
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "What is the weather?")
+    srv = server(**V2_IDS)
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id,
+                         "--text", "What is the weather?")
     assert code == 0, out + err
     token = srv.client_frames(type="channel.open")[0]["open_token"]
     assert token not in out + err and f"token {token[:8]}…" in out
     lines = out.splitlines()
     assert lines[0].startswith(f"bootstrap: realtime/open_info via rpc {rpc(srv)} for session_target {srv.session_id}")
     assert lines[1].startswith(f"open_info: ws_url {srv.ws_url}, token {token[:8]}…, expires ")
+    assert lines[2] == "surface: v2 (protocol 2: Meerkat 0.6.0 to 0.6.4)"
     assert "channel.opened role primary, protocol 2, status ready (attempt 0)" in out
     assert "capabilities: input text,audio; output text,audio; turning provider_managed,explicit_commit; " in out
     assert "audio in audio/pcm @ 24000 Hz / 1 ch; audio out audio/pcm @ 24000 Hz / 1 ch" in out
@@ -83,7 +89,9 @@ def test_text_turn(server, capsys):
     item = srv.items()[0]
     assert f"reply: {item['sent_ms']} ms of audio in {item['chunks']} chunks" in out
     assert out.rstrip().endswith("meerkat-probe: ok")
-    # What the server got: channel.open first (protocol "2"), the text, channel.close.
+    # What the server got: one realtime/open_info, then channel.open first (protocol "2"), the
+    # text, channel.close.
+    assert [c["method"] for c in srv.rpc_calls()] == ["realtime/open_info"]
     frames = srv.client_frames()
     assert [f["type"] for f in frames] == ["channel.open", "channel.input", "channel.close"]
     assert frames[0] == {"type": "channel.open", "protocol_version": "2", "open_token": token,
@@ -92,7 +100,7 @@ def test_text_turn(server, capsys):
 
 
 def test_wav_turn_in_real_time_over_rest(server, capsys, tmp_path):
-    srv = server()
+    srv = server(**V2_IDS)
     reply_wav = tmp_path / "reply.wav"
     code, out, err = run(capsys, "--rest", srv.rest_url, "--session-id", srv.session_id,
                          "--wav", str(QUESTION), "--save-reply", str(reply_wav))
@@ -116,8 +124,8 @@ def test_wav_turn_in_real_time_over_rest(server, capsys, tmp_path):
 
 
 def test_wav_turn_with_explicit_commit(server, capsys):
-    srv = server()
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--turning-mode",
+    srv = server(surface="v2")
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id, "--turning-mode",
                          "explicit_commit", "--wav", str(QUESTION), "--speed", "20")
     assert code == 0, out + err
     pcm = wav_pcm(QUESTION)
@@ -129,8 +137,8 @@ def test_wav_turn_with_explicit_commit(server, capsys):
 
 
 def test_json_prints_the_frames_verbatim(server, capsys):
-    srv = server()
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi", "--json")
+    srv = server(surface="v2")
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id, "--text", "hi", "--json")
     assert code == 0, err
     frames = [json.loads(line) for line in out.splitlines()]
     assert frames == [e["frame"] for e in srv.sent_frames() if e["kind"] == "text"]
@@ -139,27 +147,30 @@ def test_json_prints_the_frames_verbatim(server, capsys):
 
 
 def test_open_and_close_without_input(server, capsys):
-    srv = server()
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id)
+    srv = server(surface="v2")
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id)
     assert code == 0, err
     assert [f["type"] for f in srv.client_frames()] == ["channel.open", "channel.close"]
     assert "capabilities: " in out and "channel.closed client_closed" in out
 
 
 def test_observer_watches_until_the_timeout(server, capsys):
-    srv = server()
+    srv = server(surface="v2")
     code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--role", "observer", "--timeout", "0.3")
     assert code == 0, err
     assert "channel.opened role observer" in out and "observing for 0.3 s" in out
+    # An observer exists only in protocol v2: auto goes straight there.
+    assert [c["method"] for c in srv.rpc_calls()] == ["realtime/open_info"]
     with pytest.raises(SystemExit) as exc:
         probe.main(["--rpc", rpc(srv), "--session-id", "s", "--role", "observer", "--text", "hi"])
     assert exc.value.code == 2 and "an observer may not send input" in capsys.readouterr().err
 
 
 def test_settings_from_a_device_config(server, capsys, tmp_path):
-    srv = server()
+    srv = server(surface="v2")
     cfg = json.loads((paths.FIRMWARE / "config.example.json").read_text())
     cfg["server"]["rpc"] = rpc(srv)
+    cfg["server"]["surface"] = "v2"
     cfg["target"]["session_id"] = srv.session_id
     cfg["turning_mode"] = "explicit_commit"
     path = tmp_path / "config.json"
@@ -170,17 +181,25 @@ def test_settings_from_a_device_config(server, capsys, tmp_path):
     assert cfg["wifi"]["key"] not in out + err
 
 
-# -- errors: non-zero, one line that says what to do ----------------------------------------------
+# -- protocol v2: errors (non-zero, one line that says what to do) --------------------------------
+
+
+NO_SUCH_SESSION = "019e0000-de00-7000-8000-000000000bad"  # a UUID no session has
 
 
 def test_unknown_session(server, capsys):
-    srv = server()
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", "019e-no-such-session")
+    srv = server(surface="v2")
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", NO_SUCH_SESSION)
     assert code == probe.EXIT_BOOTSTRAP
     msg = one_error_line(err)
-    assert "Session not found: 019e-no-such-session (-32001)" in msg and "--session-id" in msg
-    code, out, err = run(capsys, "--rest", srv.rest_url, "--session-id", "019e-no-such-session")
+    assert f"Session not found: {NO_SUCH_SESSION} (-32001)" in msg and "pass the id of a live session" in msg
+    code, out, err = run(capsys, "--rest", srv.rest_url, "--session-id", NO_SUCH_SESSION)
     assert code == probe.EXIT_BOOTSTRAP and "(SESSION_NOT_FOUND)" in one_error_line(err)
+    # Not a UUID: the server's SessionId parser refuses it first (-32602).
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", "019e-no-such-session")
+    assert code == probe.EXIT_BOOTSTRAP
+    msg = one_error_line(err)
+    assert "(-32602)" in msg and "a session id is a UUID" in msg
 
 
 def test_nothing_listening(capsys):
@@ -205,36 +224,40 @@ def test_remote_host_hint_mentions_allow_remote():
     assert "--allow-remote" not in probe._reach_hint("rpc", "127.0.0.1:9001", "127.0.0.1")
 
 
-def test_the_websocket_port_is_not_the_rpc_port(server, capsys):
-    srv = server()
-    ws_port = srv.ws_url.split(":")[2].split("/")[0]
-    code, out, err = run(capsys, "--rpc", f"127.0.0.1:{ws_port}", "--session-id", srv.session_id, "--open-timeout", "2")
+@pytest.mark.parametrize("surface", ["v2", "live"])
+def test_the_websocket_port_is_not_the_rpc_port(server, capsys, surface):
+    srv = server(surface=surface)
+    url = srv.ws_url if surface == "v2" else srv.live_ws_url
+    ws_port = url.split(":")[2].split("/")[0]
+    code, out, err = run(capsys, "--rpc", f"127.0.0.1:{ws_port}", "--surface", surface, "--session-id", srv.session_id,
+                         "--open-timeout", "2")
     assert code == probe.EXIT_BOOTSTRAP
     msg = one_error_line(err)
     assert "did not answer like Meerkat (it closed the connection without answering)" in msg
-    assert "the rkat-rpc --tcp port (not --realtime-ws)" in msg
+    assert "the rkat-rpc --tcp port (not --live-ws or --realtime-ws)" in msg
+    assert srv.rpc_calls() == []
 
 
 def test_capability_unavailable(server, capsys):
-    srv = server(turning_modes=("provider_managed",))
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--turning-mode", "explicit_commit")
+    srv = server(surface="v2", turning_modes=("provider_managed",))
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id, "--turning-mode", "explicit_commit")
     assert code == probe.EXIT_BOOTSTRAP
     msg = one_error_line(err)
     assert "(-32020)" in msg and "try --turning-mode provider_managed" in msg
-    srv = server(faults=Faults(bootstrap_error=(-32020, "realtime bootstrap eligibility denied: session model 'gpt-4o' does not support realtime")))
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id)
+    srv = server(surface="v2", faults=Faults(bootstrap_error=(-32020, "realtime bootstrap eligibility denied: session model 'gpt-4o' does not support realtime")))
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id)
     assert code == probe.EXIT_BOOTSTRAP and "must support realtime" in one_error_line(err)
 
 
 def test_rest_proxy_without_rpc(server, capsys):
-    srv = server(faults=Faults(rest_rpc_unreachable=True))
+    srv = server(surface="v2", faults=Faults(rest_rpc_unreachable=True))
     code, out, err = run(capsys, "--rest", srv.rest_url, "--session-id", srv.session_id)
     assert code == probe.EXIT_BOOTSTRAP and "--realtime-rpc-tcp" in one_error_line(err)
 
 
 def test_open_refused(server, capsys):
-    srv = server(faults=Faults(open_error="runtime_not_ready"))
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi")
+    srv = server(surface="v2", faults=Faults(open_error="runtime_not_ready"))
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id, "--text", "hi")
     assert code == probe.EXIT_OPEN
     assert "channel.error runtime_not_ready" in out and "channel.closed runtime_not_ready" in out
     assert "channel.open refused: runtime_not_ready: realtime open failed" in one_error_line(err)
@@ -242,14 +265,14 @@ def test_open_refused(server, capsys):
 
 
 def test_target_busy(server, capsys):
-    srv = server()
+    srv = server(surface="v2")
     info = srv.open_info()
     ws = websocket.create_connection(info["ws_url"], timeout=5)
     try:
         ws.send(json.dumps({"type": "channel.open", "protocol_version": "2", "open_token": info["open_token"],
                             "role": "primary", "turning_mode": "provider_managed"}))
         assert json.loads(ws.recv())["type"] == "channel.opened"
-        code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id)
+        code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id)
         assert code == probe.EXIT_OPEN
         msg = one_error_line(err)
         assert "target_busy" in msg and "--role observer" in msg
@@ -260,25 +283,25 @@ def test_target_busy(server, capsys):
 
 
 def test_channel_that_never_opens(server, capsys):
-    srv = server(faults=Faults(open_delay=1.0))
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--open-timeout", "0.4")
+    srv = server(surface="v2", faults=Faults(open_delay=1.0))
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id, "--open-timeout", "0.4")
     assert code == probe.EXIT_OPEN
     assert "no channel.opened within 0.4 s of channel.open" in one_error_line(err)
     srv.wait_channel_ended(timeout=5)  # the late channel.opened met a closed socket
 
 
 def test_channel_failing_after_open(server, capsys):
-    srv = server(faults=Faults(provider_error_at=0.0, provider_error_code="authentication_failed"),
+    srv = server(surface="v2", faults=Faults(provider_error_at=0.0, provider_error_code="authentication_failed"),
                  reply_latency_ms=2000)
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi", "--timeout", "5")
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id, "--text", "hi", "--timeout", "5")
     assert code == probe.EXIT_CHANNEL
     msg = one_error_line(err)
     assert "the server ended the channel: authentication_failed" in msg
 
 
 def test_no_reply_in_time(server, capsys):
-    srv = server(reply_latency_ms=3000)
-    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi", "--timeout", "0.3")
+    srv = server(surface="v2", reply_latency_ms=3000)
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--surface", "v2", "--session-id", srv.session_id, "--text", "hi", "--timeout", "0.3")
     assert code == probe.EXIT_CHANNEL
     assert "no turn_completed (or interrupted) within 0.3 s" in one_error_line(err)
     assert srv.client_frames()[-1]["type"] == "channel.close"  # closed cleanly all the same

@@ -578,6 +578,8 @@ class Hostile:
                 self._tasks.add(task)
             try:
                 await handler(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass  # the device went away: its business
             except Exception as exc:  # a test server must say what went wrong, not hide it
                 self.errors.append(f"{handler.__name__}: {exc!r}")
             finally:
@@ -710,7 +712,7 @@ class Hostile:
                            "capabilities": LIVE_CAPABILITIES, "continuity": {"mode": "fresh"}}}
 
     def _live_close(self, params: dict) -> dict:
-        cid = params.get("channel_id")
+        cid = str(params.get("channel_id"))
         ch = self.channels.get(cid)
         if ch is None or ch["state"] != "open":
             return _error(-32602, f"channel {cid} not found")
@@ -721,7 +723,7 @@ class Hostile:
         return {"result": {"status": "closed"}}
 
     def _live_verb(self, params: dict, status: str) -> dict:
-        ch = self.channels.get(params.get("channel_id"))
+        ch = self.channels.get(str(params.get("channel_id")))
         if ch is None or ch["state"] != "open":
             return _error(-32602, f"channel {params.get('channel_id')} not found")
         return {"result": {"status": status}}
@@ -736,7 +738,7 @@ class Hostile:
         if ch["token_used"]:
             return "token already consumed"
         ch["token_used"] = True
-        if self.channels.get(cid) is not ch:
+        if self.channels.get(cid or "") is not ch:
             return "token bound to a different channel"
         if ch["state"] != "open":
             return "channel not bound"

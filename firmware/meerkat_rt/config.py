@@ -19,7 +19,8 @@ class ConfigError(ValueError):
 # Shapes in protocol.check's notation ("key:kind", "?" optional, o=NAME nested).
 _SHAPES = {
     "config": "wifi:o? server:o target:o role:s? turning_mode:s? board:s? tls:o? reconnect:o? "
-    "server_reconnect_policy:o? channel_config:o? audio:o? keepalive:o? max_message:n? log_level:s? trace_ms:n?",
+    "server_reconnect_policy:o? channel_config:o? audio:o? keepalive:o? max_message:n? log_level:s? trace_ms:n? "
+    "tool_idle_ms:n?",
     "wifi": "ssid:s key:s? timeout_ms:n? retries:n? power_save:b? hostname:s?",
     "server": "rpc:s? rest:s? surface:s? timeout_ms:n? open_timeout_ms:n?",
     "session_target": "type:s session_id:s",
@@ -59,6 +60,10 @@ DEFAULTS = {
     "log_level": "info",
     # The timeline trace (trace.py): a sample line every trace_ms on the console; 0: off.
     "trace_ms": 0,
+    # A tool call runs on the server (its budget: 15 s on protocol v2, 30 s on the live surface);
+    # a reply with a tool call pending and nothing else happening for this long is over, so
+    # the microphone is never held for good by a tool that never completes.
+    "tool_idle_ms": 60000,
 }
 
 # Wi-Fi is optional (a board on Ethernet, the simulator); these apply when the section exists.
@@ -139,6 +144,8 @@ def validate(cfg):
         _fail("config.audio.frame_ms", "20, 40, 60, ... 200")
     if audio.get("speaker_mode", "drain") not in SPEAKER_MODES:
         _fail("config.audio.speaker_mode", "drain, irq or poll")
+    if not 1000 <= cfg["tool_idle_ms"] <= 600000:
+        _fail("config.tool_idle_ms", "1000..600000 (ms)")
     if cfg["trace_ms"] and not 10 <= cfg["trace_ms"] <= 1000:
         _fail("config.trace_ms", "0 (off) or 10..1000 (ms between trace samples)")
     ntp = cfg["tls"]["ntp_host"]

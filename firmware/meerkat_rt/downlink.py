@@ -38,7 +38,7 @@ _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _DATA_KEY = b'"data"'
 
 # Drop reasons, counted in `drops` (fixed keys: the dict never grows).
-REASONS = ("oversized", "binary", "malformed", "bad_base64", "bad_format", "skipped", "overflow", "misattributed", "stale_played")
+REASONS = ("oversized", "binary", "malformed", "no_memory", "bad_base64", "bad_format", "skipped", "overflow", "misattributed", "stale_played")
 
 
 def data_value_at(buf, start, n):
@@ -359,7 +359,10 @@ class Downlink:
         try:
             frame = self.codec.parse_server_frame(memoryview(buf)[:n], report)
         except ProtocolError as exc:
-            self._drop("malformed", "malformed server frame: " + exc.reason)
+            if "memory" in exc.reason:  # valid, perhaps, but no room for it on this heap now
+                self._drop("no_memory", "server frame of %d bytes: %s" % (n, exc.reason))
+            else:
+                self._drop("malformed", "malformed server frame: " + exc.reason)
             return None
         if report:
             self.unknown += len(report)

@@ -260,7 +260,7 @@ class Link:
                 await self.backend.drop()
                 other = "v2" if self.backend.surface == "live" else "live"
                 self.ws.set_sink(None)  # the old surface's code goes first: nothing may hold it
-                self.backend = None  # type: ignore
+                del self.backend  # (nothing may hold the old code while the new loads)
                 for name in ("backend", "protocol", ""):
                     unload(("live" if other == "v2" else "v2") + ("." + name if name else ""))
                 gc.collect()

@@ -47,10 +47,12 @@ def error(tag, msg, *args):
 
 
 def esc(s, limit=160):
-    """Server text made safe for one log line: control characters and backslashes escaped
-    (\\n, \\xNN), at most `limit` characters (the rest replaced by "...")."""
-    if type(s) is not str:
-        s = str(s)
+    """Server text made safe for one log line: valid UTF-8 (shapes.text), control characters
+    and backslashes escaped (\\n, \\xNN), at most `limit` characters (the rest replaced by
+    "...")."""
+    from .shapes import text
+
+    s = text(s if type(s) is str else str(s))
     cut = len(s) > limit
     if cut:
         s = s[:limit]

@@ -103,8 +103,17 @@ def loads(data, what="frame"):
     except RuntimeError:  # RecursionError on CPython, recursion depth on MicroPython
         raise ProtocolError(what + " is nested too deeply")
     except MemoryError:
-        # A small message can still expand into more objects than a 112 KB heap holds (deeply
-        # nested arrays). The half-built objects are garbage now; the caller survives.
+        pass
+    # The heap had no block for it: often only fragmented by garbage (the audio path makes
+    # none, but the app's handlers may); once after a collection. A small message can also
+    # expand into more objects than a 112 KB heap holds (deeply nested arrays): then the
+    # half-built objects are garbage and the caller survives.
+    import gc
+
+    gc.collect()
+    try:
+        return json.loads(data)
+    except MemoryError:
         raise ProtocolError(what + " does not fit in memory when decoded")
 
 

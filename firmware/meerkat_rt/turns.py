@@ -28,7 +28,6 @@ from . import log
 from .compat import const, ticks_diff, ticks_ms, ticks_us
 
 _REPLY_IDLE_MS = const(30000)  # a reply quiet this long without turn_completed is over
-_TOOL_IDLE_MS = const(60000)  # the same while a tool call is pending (servers give tools 15-30 s)
 _STALE_MS = const(10000)  # a cancel not confirmed within this is taken as done
 _TRAIL_MS = const(250)  # live: audio may trail turn_completed; the reply ends after this quiet
 _MAX_ID = const(128)  # longer item ids are not kept (never truncated): memory stays bounded
@@ -47,6 +46,7 @@ class Turns:
         self.explicit = cfg["turning_mode"] == "explicit_commit"
         self.half_duplex = cfg["audio"]["duplex"] == "half"
         self.preroll_ms = cfg["audio"]["preroll_ms"]
+        self.tool_idle_ms = cfg["tool_idle_ms"]  # the reply-idle guard while a tool call is pending
         self.frame_ms = cfg["audio"]["frame_ms"]
         # v2: one order for every frame, so "before the cancel is confirmed" means "stale";
         # live: audio of a response may arrive after its turn_completed.
@@ -315,7 +315,7 @@ class Turns:
         if not self.reply or not self.player.idle():
             return
         if not self.reply_done:
-            limit = _TOOL_IDLE_MS if self.tools else _REPLY_IDLE_MS
+            limit = self.tool_idle_ms if self.tools else _REPLY_IDLE_MS
             if ticks_diff(now, self._t_reply) <= limit:
                 return
             if self.tools:

@@ -65,10 +65,11 @@ def played_prefix_ms(recording: Path, reply: bytes) -> float:
 @contextlib.contextmanager
 def conversation(tmp_path: Path, server: dict | None = None, world: dict | None = None,
                  runtime: str = "micropython", heap: str | None = None, seconds: float = 90,
-                 surface: str = "v2", image: str | None = None, **config):
+                 surface: str = "v2", image: str | None = None, device_surface: str | None = None, **config):
     """Start a server speaking `surface` ("v2" or "live"; the server's other options in
     `server`) and a simulated board talking to it; yields (server, device, recording). The
-    device's own config (server.surface is "auto" unless given) comes from **config."""
+    device's own config comes from **config; its server.surface is "auto" unless
+    device_surface pins it."""
     opts = ServerOptions(**dict({"surface": surface, "id_style": "short"}, **(server or {})))
     with DevServer.running(opts) as srv:
         host, port = srv.rpc_address
@@ -79,8 +80,8 @@ def conversation(tmp_path: Path, server: dict | None = None, world: dict | None 
             "log_level": "info",
             "reconnect": dict(FAST_RECONNECT),
         }
-        if "server" in config:
-            cfg["server"].update(config.pop("server"))
+        if device_surface is not None:
+            cfg["server"]["surface"] = device_surface
         cfg.update(config)
         recording = tmp_path / "speaker.wav"
         w = {"record": str(recording)}

@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert summary["state"] == "closed" and summary["exit"] == "close"
     assert summary["barge_ins"] == 1 and summary["reconnects"] == 0
     (truncate,) = summary["truncates"]
-    assert truncate["item_id"] == "item_1" and truncate["audio_played_ms"] > 0
+    assert truncate["item_id"].startswith("item_") and truncate["audio_played_ms"] > 0
     assert summary["events"]["turn_completed"] >= 1 and summary["events"]["assistant_transcript_truncated"] == 1
     assert summary["frames_captured"] == (
         summary["frames_sent"] + summary["frames_dropped"] + summary["frames_discarded"] + summary["frames_pending"]

@@ -134,9 +134,6 @@ def test_surrogate_escapes_reach_the_app_as_valid_utf8(tmp_path, runtime):
     assert err["message"] == "lone \ufffd"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "firmware bug: live/backend.py emits protocol.code_of(frame) (command_rejected, error) as it came, not "
-    "through shapes.text(): the app's error event carries invalid UTF-8 on MicroPython"))
 def test_a_rejection_code_the_app_reads_is_valid_utf8(tmp_path):
     async def odd_code(c):
         await c.accept()

@@ -97,7 +97,7 @@ class Clock:
 
 
 def _turns(strict, mode="provider_managed", backend=None, duplex="half"):
-    cfg = {"role": "primary", "turning_mode": mode, "audio": {"duplex": duplex, "preroll_ms": 300, "frame_ms": 40}}
+    cfg = {"role": "primary", "turning_mode": mode, "tool_idle_ms": 60000, "audio": {"duplex": duplex, "preroll_ms": 300, "frame_ms": 40}}
     player = Player()
     ring = Ring()
     link = Link(backend or Backend())

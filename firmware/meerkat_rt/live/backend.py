@@ -275,7 +275,7 @@ class Backend:
             if frame["error"] == "invalid_token":  # then Close 1008
                 self._refused = log.esc(frame.get("reason") or "invalid token")
                 return
-            reason = frame.get("reason") or "error"
+            reason = text(frame.get("reason") or "error")
             log.warn("live", "server refused: %s (%s)", log.esc(frame["error"]), log.esc(reason))
             link.emit("error", {"code": reason, "message": text(frame["error"])})
             return
@@ -323,12 +323,12 @@ class Backend:
             turns.tool_requested()
             link.emit("tool_call_requested", {"call_id": frame["provider_call_id"], "tool_name": text(frame["tool_name"])})
         elif name == "command_rejected":
-            code = protocol.code_of(frame)
+            code = text(protocol.code_of(frame))
             message = text(frame.get("message") or "")
             log.warn("live", "command rejected: %s: %s", log.esc(code), log.esc(message))
             link.emit("error", {"code": code, "message": message})
         elif name == "error":  # 0.6.5 published terminal errors (and closed the socket)
-            self._ended = protocol.code_of(frame)
+            self._ended = text(protocol.code_of(frame))
             log.error("live", "terminal error: %s: %s", log.esc(self._ended), log.esc(frame.get("message") or ""))
             link.emit("error", {"code": self._ended, "message": text(frame.get("message") or "")})
 

@@ -287,7 +287,7 @@ class Backend:
         elif ftype == "channel.opened":
             self._on_opened(frame)
         elif ftype == "channel.closed":
-            self.close_reason = frame.get("reason") or "closed"
+            self.close_reason = text(frame.get("reason") or "closed")
             log.info("v2", "channel closed by the server: %s", log.esc(self.close_reason))
 
     def _on_opened(self, frame):
@@ -310,7 +310,7 @@ class Backend:
         self.link.emit("status", _clean(status))
 
     def _on_error(self, frame):
-        code = frame["code"]
+        code = text(frame["code"])
         message = text(frame["message"])
         if code == "audio_format_mismatch":
             # Every chunk is being dropped: pause the uplink, say why once per pause, then try

@@ -49,22 +49,62 @@ def _command(dev, line):
     return False
 
 
+class _Stdin:
+    """Command lines from stdin without blocking. The unix port's sys.stdin is unbuffered: poll
+    then readline. CPython's buffers whole pipe reads, which poll cannot see: there the bytes
+    are read from the descriptor and split here, so two commands that arrive together are
+    both taken."""
+
+    def __init__(self):
+        self.p = select.poll()
+        self.p.register(sys.stdin, select.POLLIN)
+        self.raw = sys.implementation.name != "micropython"
+        self.pending = b""
+        self.open = True
+
+    def lines(self):
+        out = []
+        if not self.open or not self.p.poll(0):
+            return out
+        if not self.raw:
+            line = sys.stdin.readline()
+            if line:
+                out.append(line)
+            else:
+                self._closed()
+            return out
+        import os
+
+        data = os.read(sys.stdin.fileno(), 4096)
+        if not data:
+            self._closed()
+            data = b"\n" if self.pending else b""
+        self.pending += data
+        while b"\n" in self.pending:
+            line, self.pending = self.pending.split(b"\n", 1)
+            out.append(line.decode("utf-8", "replace") + "\n")
+        return out
+
+    def _closed(self):
+        self.p.unregister(sys.stdin)  # stdin closed: keep running until the time is up
+        self.open = False
+
+
 async def _supervise(dev, seconds):
     # Commands from stdin (polled: the unix port's stdin is not an asyncio stream) and the
     # run-time limit; closes the channel cleanly on either.
-    p = select.poll()
-    p.register(sys.stdin, select.POLLIN)
+    stdin = _Stdin()
     t0 = ticks_ms()
     reason = "seconds"
     while dev.channel.state not in ("closed", "error"):
-        if p.poll(0):
-            line = sys.stdin.readline()
-            if not line:
-                p.unregister(sys.stdin)  # stdin closed: keep running until the time is up
-                p = select.poll()
-            elif _command(dev, line):
-                reason = "close"
+        closing = False
+        for line in stdin.lines():
+            if _command(dev, line):
+                closing = True
                 break
+        if closing:
+            reason = "close"
+            break
         if seconds and ticks_diff(ticks_ms(), t0) >= seconds * 1000:
             break
         await sleep_ms(20)

@@ -1115,7 +1115,7 @@ class LiveChannel:
 
     def failed(self) -> ProbeError:
         """The channel ended under us: why, and what the server says of it now."""
-        self.wait(lambda: False, time.monotonic() + (0.0 if self.ended else 1.0))  # the drop that follows
+        self.wait(lambda: False, time.monotonic() + CLOSE_WAIT_S)  # the drop (or Close) that follows
         self.console.say(f"the WebSocket ended: {self.lost}" if self.lost else "the channel ended")
         self.note_unknown()
         return ProbeError(f"the server ended the channel: {self.describe_end()} ({self.ctl.status()})", EXIT_CHANNEL)
@@ -1126,11 +1126,12 @@ class LiveChannel:
             raise self.failed()
         method = self.ctl.method("close")
         self.ctl.checked("close")
-        if not self.wait(lambda: False, time.monotonic() + CLOSE_WAIT_S) and not self.ended:
+        self.wait(lambda: False, time.monotonic() + CLOSE_WAIT_S)  # frames already sent, then the drop
+        if self.lost is None:
             self.console.say(f"note: the server did not drop the WebSocket within {CLOSE_WAIT_S:g} s of {method}")
-        elif self.lost is not None and self.lost.code is None:
+        elif self.lost.code is None:
             self.console.say(f"the server dropped the WebSocket, as it does after {method}")
-        elif self.lost is not None:
+        else:
             self.console.say(f"the server ended the WebSocket after {method}: {self.lost}")
         self.note_unknown()
         return EXIT_OK
@@ -1187,7 +1188,7 @@ def run_live(ch: LiveChannel, pcm: bytes | None) -> int:
     ch.wait(lambda: ch.ready or ch.refusal is not None, time.monotonic() + args.open_timeout)
     if not ch.ready:
         if ch.refusal is not None:
-            ch.wait(lambda: False, time.monotonic() + 1.0)  # the Close frame that follows
+            ch.wait(lambda: False, time.monotonic() + CLOSE_WAIT_S)  # the Close frame that follows
             ref = ch.refusal
             reason = ref.get("reason", "")
             close = f", then close {ch.lost.code} {ch.lost.reason}" if ch.lost is not None and ch.lost.code else ""
@@ -1249,26 +1250,31 @@ def run_live(ch: LiveChannel, pcm: bytes | None) -> int:
 def probe(args: argparse.Namespace) -> int:
     pcm = read_wav(args.wav) if args.wav else None
     console = Console(args.json)
-    if args.rest:
-        return probe_v2(args, console, pcm, None, fell_back=False)
-    host, port = _hostport(args.rpc)
-    rpc = Rpc(host, port)
+    rpc = Rpc(*_hostport(args.rpc)) if args.rpc else None
     try:
-        if args.surface == "v2":
-            return probe_v2(args, console, pcm, rpc, fell_back=False)
-        try:
-            return probe_live(args, console, pcm, rpc)
-        except NoSuchMethod as e:
-            if args.surface == "live":
-                raise ProbeError(
-                    f"{args.rpc} has no {e.method} ({e.message}, -32601): start rkat-rpc with --live-ws ADDR "
-                    "(Meerkat 0.6.5 and later); a Meerkat 0.6.0 to 0.6.4 speaks protocol v2 instead: use --surface v2 (or auto)",
-                    EXIT_BOOTSTRAP,
-                ) from None
-            console.line(f"{e.method}: {e.message} (-32601): not the live surface; trying protocol v2")
-            return probe_v2(args, console, pcm, rpc, fell_back=True)
+        return probe_surface(args, console, pcm, rpc)
+    except ProbeError as e:
+        raise ProbeError(console.scrub(str(e)), e.status) from None  # the token stays hidden
     finally:
-        rpc.close()
+        if rpc is not None:
+            rpc.close()
+
+
+def probe_surface(args: argparse.Namespace, console: Console, pcm: bytes | None, rpc: Rpc | None) -> int:
+    """The surface asked for; auto: live/open, and protocol v2 if the server has no live/open."""
+    if rpc is None or args.surface == "v2":  # REST is protocol v2 only
+        return probe_v2(args, console, pcm, rpc, fell_back=False)
+    try:
+        return probe_live(args, console, pcm, rpc)
+    except NoSuchMethod as e:
+        if args.surface == "live":
+            raise ProbeError(
+                f"{args.rpc} has no {e.method} ({e.message}, -32601): start rkat-rpc with --live-ws ADDR "
+                "(Meerkat 0.6.5 and later); a Meerkat 0.6.0 to 0.6.4 speaks protocol v2 instead: use --surface v2 (or auto)",
+                EXIT_BOOTSTRAP,
+            ) from None
+        console.line(f"{e.method}: {e.message} (-32601): not the live surface; trying protocol v2")
+        return probe_v2(args, console, pcm, rpc, fell_back=True)
 
 
 # -- the command line ---------------------------------------------------------------------------

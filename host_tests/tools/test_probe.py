@@ -560,6 +560,15 @@ def test_live_unknown_session(server, capsys):
     assert "invalid session_id" in msg and "a session id is a UUID" in msg
 
 
+def test_live_unknown_mob_member(server, capsys):
+    srv = server(mob_member="crew/navigator", **LIVE)
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--mob-id", "crew", "--agent-identity", "pilot")
+    assert code == probe.EXIT_BOOTSTRAP
+    msg = one_error_line(err)
+    assert "mob/member_live_open refused by" in msg and "has no member pilot (-32602)" in msg
+    assert "check --mob-id and --agent-identity" in msg
+
+
 def test_live_open_refused(server, capsys):
     srv = server(faults=Faults(open_error="runtime_not_ready"), **LIVE)
     code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi")

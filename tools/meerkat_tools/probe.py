@@ -79,7 +79,6 @@ _LOOPBACK = ("0.0.0.0", "127.0.0.1", "localhost", "::", "::1")
 # JSON-RPC error codes the hints look at (meerkat-contracts' error numbers).
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
 SESSION_NOT_FOUND = -32001
 CAPABILITY_UNAVAILABLE = -32020
 
@@ -412,7 +411,6 @@ class Wire:
         self.ws = ws
         self.console = console
         self.args = args
-        self.binary_in = 0
 
     def send(self, data: str | bytes) -> None:
         try:
@@ -448,7 +446,6 @@ class Wire:
             why = data[2:].decode("utf-8", "replace")
             raise Lost(f"the server closed the WebSocket ({code or 'no code'}{' ' + why if why else ''})", code, why)
         if opcode != websocket.ABNF.OPCODE_TEXT:
-            self.binary_in += 1
             self.console.say(f"unexpected {len(data)}-byte binary message (the server sends text only)")
             return None
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else data

@@ -401,6 +401,20 @@ def test_live_text_turn(server, capsys):
     assert srv.channels()[-1]["status"] == "closed" and srv.channels()[-1]["end_reason"] == "live/close"
 
 
+def test_live_trailing_audio_is_drained_before_live_close(server, capsys, monkeypatch):
+    # turn_completed travels on the reliable lane and overtakes queued audio when the socket is
+    # slow (a small server send buffer here); live/close would discard what is still queued.
+    monkeypatch.setattr(probe, "DRAIN_IDLE_S", 2.0)  # wide margin on a loaded machine
+    srv = server(ws_send_buffer=4096, chunk_profile="1500-2000", **LIVE)
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--text", "hi")
+    assert code == 0, out + err
+    order = [o["observation"] for o in srv.observations()]
+    assert "assistant_audio_chunk" in order[order.index("turn_completed"):], "no audio trailed turn_completed"
+    item = srv.items()[0]
+    size, chunks = sent_audio(srv)
+    assert size // 48 == item["total_ms"] and f"reply: {item['total_ms']} ms of audio in {chunks} chunks" in out
+
+
 def test_live_wav_turn_in_real_time(server, capsys, tmp_path):
     srv = server(**LIVE)
     reply_wav = tmp_path / "reply.wav"
@@ -577,6 +591,18 @@ def test_live_open_refused(server, capsys):
     assert "live/open refused by" in msg and "failed to open provider session" in msg and "(-32603)" in msg
     assert "OpenAI credentials" in msg
     assert methods(srv) == ["live/open"] and srv.frames() == []
+
+
+def test_live_open_too_slow(server, capsys):
+    srv = server(faults=Faults(open_delay=1.0), **LIVE)
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id, "--open-timeout", "0.3")
+    assert code == probe.EXIT_BOOTSTRAP
+    msg = one_error_line(err)
+    assert f"no answer to live/open from {rpc(srv)} within 0.3 s" in msg and "try a longer --open-timeout" in msg
+    # The late answer still opened a channel, which holds the session (as on the real server).
+    srv.wait_for(lambda: srv.channels(), timeout=5, what="the late channel")
+    code, out, err = run(capsys, "--rpc", rpc(srv), "--session-id", srv.session_id)
+    assert code == probe.EXIT_BOOTSTRAP and "already has an active live channel" in one_error_line(err)
 
 
 def test_live_session_already_has_a_channel(server, capsys):

@@ -74,6 +74,10 @@ RATE = 24000  # both surfaces: PCM16 little-endian, 24 kHz, mono
 BYTES_PER_MS = RATE * 2 // 1000
 TAIL_SILENCE_MS = 1500  # provider_managed: silence after the WAV, for the server's VAD to commit
 CLOSE_WAIT_S = 5.0
+# live: turn_completed travels on the reliable lane and can overtake its response's audio, which
+# live/close would discard: read on until the server has been quiet this long (capped).
+DRAIN_IDLE_S = 0.5
+DRAIN_MAX_S = 5.0
 _LOOPBACK = ("0.0.0.0", "127.0.0.1", "localhost", "::", "::1")
 
 # JSON-RPC error codes the hints look at (meerkat-contracts' error numbers).
@@ -328,7 +332,14 @@ def bootstrap_call(args: argparse.Namespace, rpc: Rpc | None, method: str, param
         return _rest_call(args.rest, method, params, timeout)
     except (socket.timeout, TimeoutError):
         extra = " (a WebSocket port, --live-ws or --realtime-ws, does not answer JSON-RPC)" if kind == "rpc" else ""
-        raise ProbeError(f"no answer from {where} within {timeout:g} s: is it the right port{extra}?", EXIT_BOOTSTRAP) from None
+        slow = ""
+        if method != "realtime/open_info":
+            # live/open connects and seeds the provider session before it answers.
+            slow = (f"; {method} opens the provider session before answering, which can take seconds: try a longer "
+                    "--open-timeout (a late answer leaves a channel holding the session until live/close)")
+        raise ProbeError(
+            f"no answer to {method} from {where} within {timeout:g} s: is it the right port{extra}{slow}?", EXIT_BOOTSTRAP
+        ) from None
     except socket.gaierror as e:
         raise ProbeError(f"cannot resolve {host}: {e.strerror}: check the host name or use its IP address", EXIT_BOOTSTRAP) from None
     except OSError as e:
@@ -1028,6 +1039,7 @@ class LiveChannel:
         self.provider_closed = False  # status_changed{closed}: the provider's stream ended
         self.completed: dict | None = None  # the turn_completed that ended the turn
         self.lost: Lost | None = None  # how the socket ended
+        self.frames_in = 0
         self.unknown: dict[str, None] = {}  # what the firmware's codec reported, in order
 
     @property
@@ -1051,6 +1063,7 @@ class LiveChannel:
             return
         if text is None:
             return
+        self.frames_in += 1
         if self.args.json:
             self.console.frame(text)
         report: list[str] = []
@@ -1092,6 +1105,15 @@ class LiveChannel:
                 return bool(until())
             self.poll(left)
         return True
+
+    def drain(self) -> None:
+        """Read until DRAIN_IDLE_S pass without a frame (at most DRAIN_MAX_S), or the socket ends."""
+        end = time.monotonic() + DRAIN_MAX_S
+        while not self.ended:
+            seen, quiet = self.frames_in, min(time.monotonic() + DRAIN_IDLE_S, end)
+            self.wait(lambda: self.frames_in != seen, quiet)
+            if self.frames_in == seen or time.monotonic() >= end:
+                return
 
     def note_unknown(self) -> None:
         if self.unknown:
@@ -1227,6 +1249,8 @@ def run_live(ch: LiveChannel, pcm: bytes | None) -> int:
         ctl.checked("commit_input")
         input_done = time.monotonic()
     done = ch.wait(lambda: ch.completed is not None or ch.provider_closed or ch.terminal is not None, input_done + args.timeout)
+    if done and not ch.ended:
+        ch.drain()
     if ch.ended or ch.provider_closed or ch.terminal is not None:
         raise ch.failed()
     status = ch.close()

@@ -19,7 +19,10 @@ answers it with -32601 Method not found; the probe says which one it found):
   &format=pcm_24k_mono`), {"observation":"ready"}, then optionally one turn: a text
   ({"kind":"text"} text frame) or a WAV as raw PCM binary frames (40 ms, real time; in
   provider_managed mode 1.5 s of silence after it for the server's VAD; `live/commit_input`
-  after it in explicit_commit mode); then `turn_completed` and `live/close`. The server drops
+  after it in explicit_commit mode); then `turn_completed` (not a tool_use one: its continuation
+  follows), the audio that may trail it (until the server is quiet for 0.5 s), and `live/close`
+  (also on the ways out that fail after live/open: a channel whose WebSocket never got in stays
+  open on the server, holding the session, until it is closed). The server drops
   the WebSocket without a frame after live/close, and (from Meerkat 0.7.0) also when a terminal
   error ends the channel: the probe says which it was.
 - v2 (Meerkat 0.6.0 to 0.6.4): `realtime/open_info` over JSON-RPC or the REST proxy, the
@@ -1044,7 +1047,13 @@ class LiveChannel:
 
     @property
     def ended(self) -> bool:
+        """The socket ended."""
         return self.lost is not None
+
+    @property
+    def over(self) -> bool:
+        """The channel ended: the socket, or the server said so (its socket drop follows)."""
+        return self.ended or self.provider_closed or self.terminal is not None
 
     def send(self, data: str | bytes, show: str | None = None) -> None:
         try:
@@ -1141,7 +1150,7 @@ class LiveChannel:
 
     def close(self) -> int:
         """live/close, then read until the server drops the socket (it sends nothing first)."""
-        if self.ended:
+        if self.over:
             raise self.failed()
         method = self.ctl.method("close")
         self.ctl.checked("close")
@@ -1248,11 +1257,9 @@ def run_live(ch: LiveChannel, pcm: bytes | None) -> int:
     if explicit and not ch.ended:
         ctl.checked("commit_input")
         input_done = time.monotonic()
-    done = ch.wait(lambda: ch.completed is not None or ch.provider_closed or ch.terminal is not None, input_done + args.timeout)
-    if done and not ch.ended:
+    done = ch.wait(lambda: ch.completed is not None or ch.over, input_done + args.timeout)
+    if done and not ch.over:
         ch.drain()
-    if ch.ended or ch.provider_closed or ch.terminal is not None:
-        raise ch.failed()
     status = ch.close()
     console.line(ch.reply.summary(input_done))
     if args.save_reply:

@@ -51,15 +51,18 @@ class Device:
         # latency, not for the server's chunk size.
         gc.collect()
         if not cfg["max_message"]:
-            # json.loads of a message needs it whole in one block, and then its strings: on a
-            # fragmented 110 KB heap 4 KB is what reliably fits (an 8 KB one measurably not).
+            # A non-audio message is held whole in one block and decoded with the help of a
+            # decode room of its size (leanjson.DecodeRoom): 2 x 4 KB on a 110 KB heap.
             cfg["max_message"] = 32768 if b["psram"] else 4096
         pbuf = bytearray(max(9600, audio.get("playback_ms", b["playback_ms"]) * 48) & ~1)
         frame_ms = audio["frame_ms"]
         slots = max(2, audio.get("ring_ms", b["ring_ms"]) // frame_ms)
         rbuf = bytearray(slots * frame_ms * 64) if mic is not None else None  # base64: 4/3 x 48
         frame_buf = bytearray(cfg["max_message"])  # the downlink's non-audio messages
+        from .leanjson import DecodeRoom, room_size
         from .link import tx_size
+
+        decode_room = DecodeRoom(room_size(cfg["max_message"]))  # so that its longest string can be made
         from .ws import WebSocket
 
         ws = WebSocket(None, cfg["max_message"], tx_size=tx_size(cfg))
@@ -99,7 +102,7 @@ class Device:
         gc.collect()
         from .link import Link
 
-        self.channel = Link(cfg, self.player, self.capture, self.ring, ws, frame_buf, on_event, tls)
+        self.channel = Link(cfg, self.player, self.capture, self.ring, ws, frame_buf, on_event, tls, decode_room=decode_room)
         self.trace = None
         if cfg["trace_ms"]:  # the timeline trace: every app event passes it, run() samples
             from .trace import Tracer

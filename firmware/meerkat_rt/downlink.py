@@ -23,6 +23,7 @@
 # undone here, across fragment boundaries, and an escaped quote does not end the string.
 from . import fast, log
 from .compat import const
+from .leanjson import loads_lean
 from .shapes import ProtocolError
 
 _HEAD = const(0)  # before the audio data (or a whole non-audio message)
@@ -74,11 +75,14 @@ class Downlink:
     arrive; on_audio(item_id, content_index, response_id) -> whether the chunk is wanted;
     audio_done(ms) for what was made playable; stale_played() when streamed audio turned out to
     be late.
-    buf: the frame buffer (max_message bytes), allocated early by the app."""
+    buf: the frame buffer (max_message bytes), allocated early by the app.
+    decode_room: a leanjson.DecodeRoom, given up when a message in buf fails to decode for lack of
+    memory, or None."""
 
     streams = True  # the WebSocket does not enforce max_message: this sink bounds messages
 
-    def __init__(self, player, codec, on_frame, turns, buf):
+    def __init__(self, player, codec, on_frame, turns, buf, decode_room=None):
+        self.decode_room = decode_room
         self.player = player
         self.codec = codec
         self.on_frame = on_frame
@@ -357,7 +361,15 @@ class Downlink:
     def _parse(self, buf, n):
         report = []
         try:
-            frame = self.codec.parse_server_frame(memoryview(buf)[:n], report)
+            try:
+                frame = self.codec.parse_server_frame(memoryview(buf)[:n], report)
+            except ProtocolError as exc:
+                if "memory" not in exc.reason:
+                    raise
+                # Not for want of memory but of one block big enough for its strings: again,
+                # each long string made in one allocation (the room given up for it).
+                report = []
+                frame = self.codec.check_server_frame(loads_lean(buf, n, self.decode_room), report)
         except ProtocolError as exc:
             if "memory" in exc.reason:  # valid, perhaps, but no room for it on this heap now
                 self._drop("no_memory", "server frame of %d bytes: %s" % (n, exc.reason))

@@ -71,10 +71,11 @@ def _randint(n):
 
 
 class Link:
-    def __init__(self, cfg, player, capture=None, ring=None, ws=None, frame_buf=None, on_event=None, tls_context=None, rand=_randint, backend=None):
-        # ws and frame_buf: the WebSocket and the downlink's frame buffer (max_message bytes),
-        # allocated by the app before the code loads (docs/architecture.md 1); made here when
-        # not given (tests). backend: a ready backend object (tests), else the configured one.
+    def __init__(self, cfg, player, capture=None, ring=None, ws=None, frame_buf=None, on_event=None, tls_context=None, rand=_randint, backend=None, decode_room=None):
+        # ws, frame_buf and decode_room: the WebSocket, the downlink's frame buffer (max_message bytes)
+        # and its decode room (leanjson.DecodeRoom), allocated by the app before the code loads
+        # (docs/architecture.md 1); made here when not given (tests). backend: a ready backend
+        # object (tests), else the configured one.
         self.cfg = cfg
         self.player = player
         self.capture = capture
@@ -87,6 +88,11 @@ class Link:
         if frame_buf is None:
             frame_buf = bytearray(cfg["max_message"])
         self.frame_buf = frame_buf
+        if decode_room is None:
+            from .leanjson import DecodeRoom, room_size
+
+            decode_room = DecodeRoom(room_size(cfg["max_message"]))
+        self.decode_room = decode_room
         if ws is None:
             ws = WebSocket(None, cfg["max_message"], tx_size=tx_size(cfg))
         self.ws = ws
@@ -349,6 +355,7 @@ class Link:
             # A collection every 2 s also keeps each one short (a few ms at 112 KB).
             self._t_heap = now
             gc.collect()
+            self.decode_room.arm()  # (given up for a big message: back once its strings are gone)
             free = mem_free()
             if 0 <= free < self.heap_low:
                 self.heap_low = free
@@ -405,3 +412,4 @@ def tx_size(cfg):
     """Send buffer for the largest audio frame of either surface (v2: base64 in a JSON
     envelope of about 110 bytes) plus the WebSocket header; text input must fit it too."""
     return cfg["audio"]["frame_ms"] * 64 + 256
+

@@ -117,6 +117,20 @@ def loads(data, what="frame"):
         raise ProtocolError(what + " does not fit in memory when decoded")
 
 
+def _suspect(s):
+    # Any 0xED lead byte (a surrogate half, or Hangul, which the repair leaves as it is)? Looked
+    # for 256 characters at a time: a 4 KB transcript is not copied whole on a fragmented heap.
+    try:
+        if len(s) <= 256:
+            return b"\xed" in s.encode()
+        for i in range(0, len(s), 256):
+            if b"\xed" in s[i : i + 256].encode():
+                return True
+    except UnicodeError:  # CPython: a lone surrogate
+        return True
+    return False
+
+
 def text(s):
     """A server string as valid UTF-8 for the app.
 
@@ -125,12 +139,9 @@ def text(s):
     CPython keeps a lone half as an unencodable code point. Pairs are joined into the real
     character, lone halves become U+FFFD. Plain strings (no 0xED byte) are returned as they
     are, without a copy."""
-    try:
-        raw = s.encode()
-    except UnicodeError:  # CPython: a lone surrogate
-        raw = s.encode("utf-8", "surrogatepass")
-    if b"\xed" not in raw:
+    if not _suspect(s):
         return s
+    raw = s.encode("utf-8", "surrogatepass") if not IS_MICROPYTHON else s.encode()
     out = bytearray()
     i = 0
     n = len(raw)

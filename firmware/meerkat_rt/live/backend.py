@@ -39,7 +39,7 @@ class Backend:
         self.ws = link.ws
         self.turns = link.turns
         self.target = cfg["target"]
-        self.down = Downlink(link.player, protocol, self.on_frame, link.turns, link.frame_buf)
+        self.down = Downlink(link.player, protocol, self.on_frame, link.turns, link.frame_buf, link.decode_room)
         self.ws.set_sink(self.down)
         server = cfg["server"]
         host, port = endpoint(server["rpc"])  # config.py: the live surface has no REST routes

@@ -41,7 +41,11 @@ _ERROR_FRAME = "error:s reason:s?"
 
 def parse_server_frame(data, report=None):
     """Decode and validate one server text frame: an observation, or the error frame."""
-    frame = loads(data)
+    return check_server_frame(loads(data), report)
+
+
+def check_server_frame(frame, report=None):
+    """Validate one decoded server text frame; returns it."""
     if type(frame) is not dict:
         raise ProtocolError("frame is not a JSON object")
     name = frame.get("observation")

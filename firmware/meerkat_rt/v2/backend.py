@@ -57,7 +57,7 @@ class Backend:
         self.ws = link.ws
         self.turns = link.turns
         self.template = protocol.AudioInputTemplate()
-        self.down = Downlink(link.player, protocol, self.on_frame, link.turns, link.frame_buf)
+        self.down = Downlink(link.player, protocol, self.on_frame, link.turns, link.frame_buf, link.decode_room)
         self.ws.set_sink(self.down)
         self.capabilities = None
         self.close_reason = None  # channel.closed's reason, or the code that refused the open

@@ -18,11 +18,11 @@ from .. import mpy, paths
 from ..image import NAMES as IMAGES, ImageError
 from .runner import SimDevice, SimError
 
-# The simulated board's heap on the unix port: 28K above the smallest heap at which the demo
-# completes. 110K is an ESP32 WROOM's, where the package must be frozen or in ROMFS because its
+# The simulated board's heap on the unix port: 24K above the smallest heap at which the demo
+# completes on the stock binary (232K). 110K is an ESP32 WROOM's, where the package must be frozen or in ROMFS because its
 # code alone takes about 110 KB of heap when loaded from files (README, "Memory").
-DEFAULT_HEAP = "224K"
-TRACE_HEAP = "256K"  # the default with --timeline, --trace-out or --repl on the stock binary
+DEFAULT_HEAP = "256K"
+TRACE_HEAP = "272K"  # the default with --timeline, --trace-out or --repl on the stock binary
 QUESTION = paths.FIXTURES / "user_question.wav"
 INTERRUPT = paths.FIXTURES / "user_interrupt.wav"
 

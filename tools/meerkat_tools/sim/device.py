@@ -23,7 +23,37 @@ from meerkat_rt.compat import sleep_ms, ticks_diff, ticks_ms
 
 
 def out(obj):
-    print(json.dumps(obj))
+    _write(obj)
+    sys.stdout.write("\n")
+
+
+def _write(obj):
+    # json.dumps, written piece by piece: a 4 KB transcript in an event would need two 4 KB
+    # blocks at once for json.dumps, which the board's fragmented heap does not have.
+    w = sys.stdout.write
+    t = type(obj)
+    if t is dict:
+        w("{")
+        sep = ""
+        for k in obj:
+            w(sep + json.dumps(str(k)) + ":")
+            _write(obj[k])
+            sep = ","
+        w("}")
+    elif t is list or t is tuple:
+        w("[")
+        for i, v in enumerate(obj):
+            if i:
+                w(",")
+            _write(v)
+        w("]")
+    elif t is str and len(obj) > 256:
+        w('"')
+        for i in range(0, len(obj), 256):
+            w(json.dumps(obj[i : i + 256])[1:-1])
+        w('"')
+    else:
+        w(json.dumps(obj))
 
 
 def _event(name, data):

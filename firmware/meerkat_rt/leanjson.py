@@ -73,7 +73,7 @@ def loads_lean(buf, n, room=None):
         return loads(memoryview(buf)[:n])
     # Nothing is allocated from here to the last str but the strs themselves (and their small
     # companions, budgeted in room_size).
-    strs = [None] * len(longs)
+    strs: list = [None] * len(longs)
     if room is not None:
         room.release()
     k = 0

@@ -25,6 +25,7 @@ from . import fast, log
 from .compat import const
 from .leanjson import loads_lean
 from .shapes import ProtocolError
+from .turns import PENDING
 
 _HEAD = const(0)  # before the audio data (or a whole non-audio message)
 _DATA = const(1)  # inside the base64 string of an audio chunk
@@ -318,10 +319,18 @@ class Downlink:
             player.abort_chunk()
             return
         if streamed is not None and streamed != item_id:
-            if player.rename(streamed, item_id):
+            # Streamed before its ids came, under the ledger's guess (turns.assumed()).
+            if streamed is PENDING and player.rename(streamed, item_id):
                 streamed = item_id
             else:
-                self._drop("misattributed", "streamed audio counted under the previous item")
+                # Counted under another item (the guess was wrong), or the item had audio
+                # of its own already: this part of the chunk plays but is nobody's, and the
+                # item's cursor errs low (the safe side).
+                if streamed is PENDING:
+                    player.retire(streamed)
+                if item_id is not None:
+                    self._drop("misattributed", "streamed audio counted under another item than %s" % log.esc(item_id))
+                streamed = item_id
         item = streamed if streamed is not None else item_id
         if self.overflow:
             # The head only: what was decoded ends anywhere in a quad; its loose end goes.

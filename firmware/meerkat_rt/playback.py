@@ -55,6 +55,7 @@ _MASK = const(0x3FFFFFFF)  # DAC stream positions wrap here (stay small ints on 
 _HMS = const(5)  # level history granularity: ms of wall time per cell
 _SLACK = const(608)  # one TX DMA descriptor (256 frames x 2 bytes) + 2 ms of tick rounding
 _FREE = 0  # marks an unused item slot (ids are str, or None for anonymous audio)
+RETIRED = "?-"  # the id of audio whose item could not be told (retire())
 _IRQ_MARGIN_MS = const(50)  # beyond a write's audio and the DMA queue: scheduling, ticks
 _REVIVE_MS = const(100)  # between init() retries of a speaker whose re-init failed
 
@@ -266,6 +267,13 @@ class Player:
             self._ids[e] = new_id
             return True
         return False
+
+    def retire(self, item_id):
+        """Audio committed as item_id (a provisional id) is nobody's: its entry can no longer
+        be found, and no truncate names it; it plays and is counted as before."""
+        e = self._find(item_id)
+        if e >= 0:
+            self._ids[e] = RETIRED
 
     def _find(self, item_id):
         for e in range(_K):

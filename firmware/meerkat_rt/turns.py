@@ -26,6 +26,7 @@
 #     completes, a cancel that is never confirmed; none of them may hold the microphone forever.
 from . import log
 from .compat import const, ticks_diff, ticks_ms, ticks_us
+from .playback import RETIRED
 
 _REPLY_IDLE_MS = const(30000)  # a reply quiet this long without turn_completed is over
 _STALE_MS = const(10000)  # a cancel not confirmed within this is taken as done
@@ -57,6 +58,7 @@ class Turns:
         self.tools = 0  # tool calls requested and not finished
         self.stale = False  # an interrupted reply may still send output (see above)
         self._item = None  # newest assistant item with audio
+        self._anonymous = False  # that audio came without an item id
         self._index = 0  # its content_index
         self._key = None  # response (live) or item (v2 extension) of the newest output
         self._next_item = None  # live: item of a response announced before its audio
@@ -176,13 +178,17 @@ class Turns:
 
     def assumed(self):
         """The item id to count streamed audio under until the chunk's own ids arrive: the
-        item of a response announced before its audio, else the item of the last audio,
-        unless that was stopped."""
+        item of a response announced before its audio, else the item of the last audio while
+        it goes on; PENDING (to be renamed when the ids come) after that item was stopped or
+        finished, and before the first; None (anonymous) on a server without item ids."""
         if self._next_item is not None:
             return self._next_item
         if self._key is not None and self._key in self._stopped:
             return PENDING
-        return self._item
+        item = self._item
+        if item is None:
+            return None if self._anonymous else PENDING
+        return PENDING if item in self._finished else item
 
     def on_audio(self, item_id, content_index, response_id):
         """An audio chunk's ids arrived; False drops it (late audio of an interrupted reply)."""
@@ -204,6 +210,7 @@ class Turns:
         if key is not None and key != self._key:
             self._new_response(key)
         self._next_item = None  # the newest response's audio is here: its ids are known
+        self._anonymous = item_id is None  # (protocol v2 as Meerkat 0.6.2 sends it)
         if item_id != self._item:
             if self._item is not None:
                 _remember(self._finished, self._item)
@@ -354,7 +361,7 @@ class Turns:
         (the server interrupted it: nothing to ask for, only the cursor to report)."""
         player = self.player
         item = player.current_item()
-        if item is None or item is PENDING:
+        if item is None or item is PENDING or item is RETIRED:
             item = self._item
         heard = -1
         if (

@@ -6,6 +6,7 @@ import binascii
 import json
 
 from meerkat_rt import downlink
+from meerkat_rt.turns import PENDING
 from meerkat_rt.live import protocol as live
 from meerkat_rt.v2 import protocol as v2
 
@@ -84,6 +85,11 @@ class FakePlayer:
             if i[0] == old:
                 i[0] = new
         return True
+
+    def retire(self, item):
+        for i in self.items:
+            if i[0] == item:
+                i[0] = "retired"
 
     def stop_now(self):
         self.stops += 1
@@ -235,15 +241,30 @@ def test_a_chunk_ten_times_the_ring_plays_through_it():
     # 2 s of audio into a 200 ms ring: made playable while it streams, the socket held while
     # the ring is full; every byte arrives, in order, under the right item.
     for codec, msg_of in ((v2, _v2_audio), (live, _live_audio)):
-        turns = FakeTurns(assumed="item_0")
+        turns = FakeTurns(assumed=PENDING)  # the first chunk of a reply: its item not known yet
         sink, player, turns, frames = _sink(codec, ring=9600, turns=turns)
         pcm = _pcm(96000, 5)
         item = "item_1" if codec is v2 else "item_2"
         _feed(sink, msg_of(pcm, item), [1024], player=player)
         assert player.pcm() == pcm and player.flushes > 5
-        # streamed under the assumption, then renamed when the ids arrived
+        # streamed under PENDING, then renamed when the ids arrived
         assert [i[0] for i in player.items] == [item], player.items[0][0]
         assert sum(turns.audio) == len(pcm) and sink.dropped == 0
+
+
+def test_a_wrong_guess_of_the_streaming_item_is_never_renamed_onto_the_right_one():
+    # The ledger guessed the item of the last audio ("item_0", still playing); the chunk is
+    # another item's. Renaming item_0's entry would give the new item item_0's audio too (a
+    # cursor above what was heard): the streamed head stays item_0's, the rest is the item's,
+    # counted as misattributed. A PENDING guess whose item already has audio is retired.
+    for guess, head in (("item_0", "item_0"), (PENDING, "retired")):
+        sink, player, turns, frames = _sink(ring=9600, turns=FakeTurns(assumed=guess))
+        player.items.append(["item_1", bytearray(2)])  # (for PENDING: the item has audio already)
+        pcm = _pcm(96000, 6)
+        _feed(sink, _v2_audio(pcm, "item_1"), [1024], player=player)
+        names = [i[0] for i in player.items[1:]]
+        assert names[0] == head and names[-1] == "item_1" and set(names) == {head, "item_1"}, names
+        assert player.pcm()[2:] == pcm and sink.drops["misattributed"] == 1
 
 
 def test_escapes_in_the_base64_are_undone():

@@ -381,3 +381,26 @@ def test_live_observations_naming_only_the_item_of_a_stopped_reply_are_late():
     t.vad_onset()
     assert not t.output(None, "item_1")  # e.g. an item event without its response id
     assert t.stale and not ring.held  # the microphone stays open for the user
+
+
+def test_the_guess_for_audio_that_streams_before_its_ids():
+    # A big chunk streams into the player before its ids arrive: the guess must never be an
+    # item that has ended (the new reply's audio would count as the old item's, and a
+    # rename would give the new item the old one's audio: a cursor above what was heard).
+    t, player, ring, link = _turns(V2)
+    assert t.assumed() is T.PENDING  # the first reply: no item yet
+    t.turn_committed()
+    _reply(t, player, "item_1", "resp_1")
+    assert t.assumed() == "item_1"  # the reply goes on: most likely its next chunk
+    assert t.completed("resp_1")
+    assert t.assumed() is T.PENDING  # item_1 is over: the next audio is someone else's
+    t.turn_committed()
+    _reply(t, player, "item_3", "resp_2")
+    t.vad_onset()
+    assert t.assumed() is T.PENDING  # stopped
+    # A server without item ids (protocol v2 as Meerkat 0.6.2): anonymous, never PENDING
+    # once its audio has shown it has none.
+    t, player, ring, link = _turns(V2)
+    t.turn_committed()
+    _reply(t, player)
+    assert t.assumed() is None

@@ -403,7 +403,10 @@ class Turns:
             ev["speaker_level"] = cap.vad.speaker
         self.link.emit("barge_in", ev)
         log.info("turns", "barge-in (%s): item %s heard %d ms", why, log.esc(item) if item else "-", heard)
-        self._listen(self.preroll_ms)
+        # The pre-roll carries the start of the words that made the detector fire; for any
+        # other reason what the mic held during the reply is only its echo, which the server's
+        # VAD would take for a new spoken turn (and cancel the reply to the typed one).
+        self._listen(self.preroll_ms if why == "vad" else 0)
 
 
 def _remember(lst, item, keep=_KEEP):

@@ -195,6 +195,9 @@ def test_v2_typed_barge_in_in_provider_managed():
     t.turn_committed()
     _reply(t, player)
     t.user_text()
+    # The mic listens again, without a pre-roll: what it held during the reply is its echo,
+    # which the server's VAD would take for a spoken turn and cancel the typed one's reply.
+    assert ring.released == [0]
     t.turn_committed()  # synthetic: turn_started, partial, final, turn_committed
     assert not t.on_audio(None, 0, None) and not t.output()
     t.interrupted()

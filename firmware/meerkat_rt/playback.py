@@ -83,7 +83,7 @@ class Player:
         self._carry = bytearray(4)
         self._nc = 0
         self._pad = False
-        self._ids = [_FREE] * _K
+        self._ids = [_FREE] * _K  # type: list[object]
         self._recv = array("i", bytes(4 * _K))
         self._acc = array("i", bytes(4 * _K))
         self._end = array("i", bytes(4 * _K))  # DAC stream position after the item's last byte

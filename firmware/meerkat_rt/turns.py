@@ -33,6 +33,12 @@ _STALE_MS = const(10000)  # a cancel not confirmed within this is taken as done
 _TRAIL_MS = const(250)  # live: audio may trail turn_completed; the reply ends after this quiet
 _MAX_ID = const(128)  # longer item ids are not kept (never truncated): memory stays bounded
 _KEEP = const(8)
+# After a barge-in the user did not speak (a typed turn, interrupt()), the speaker's last output
+# still reaches the microphone: the echo path's delay (up to 110 ms, the detector's longest lag)
+# plus the part of a frame captured before the stop. Streamed, that echo is a spoken turn to the
+# server's VAD (40 ms above -40 dBFS is enough for the dev server's), which then cancels the
+# reply to the typed one. The microphone stays held this long; what it captured is discarded.
+ECHO_TAIL_MS = const(160)
 
 PENDING = "?"  # streamed audio whose item id has not arrived yet
 
@@ -55,6 +61,8 @@ class Turns:
         self.reply = False  # an assistant turn is in progress (mic held)
         self.reply_done = False  # the server finished it (or nothing more will come)
         self._t_reply = self._t_audio = self._t_stale = 0
+        self._t_deaf = 0
+        self.deaf = False  # the echo tail after a barge-in the user did not speak (see above)
         self.tools = 0  # tool calls requested and not finished
         self.stale = False  # an interrupted reply may still send output (see above)
         self._item = None  # newest assistant item with audio
@@ -315,6 +323,10 @@ class Turns:
 
     def check(self):
         now = ticks_ms()
+        if self.deaf and ticks_diff(now, self._t_deaf) >= ECHO_TAIL_MS:
+            self.deaf = False
+            if not self.reply:
+                self._listen(0)
         if self.stale and not self.tools and ticks_diff(now, self._t_stale) > _STALE_MS:
             log.warn("turns", "the server never confirmed the interruption: taking it as done")
             self.stale = False
@@ -346,6 +358,7 @@ class Turns:
         self.tools = 0  # a new response: the tool calls before it have ended
 
     def _start_reply(self):
+        self.deaf = False  # held from now on anyway
         self.reply = True
         self.reply_done = False
         self._t_reply = ticks_ms()
@@ -406,7 +419,16 @@ class Turns:
         # The pre-roll carries the start of the words that made the detector fire; for any
         # other reason what the mic held during the reply is only its echo, which the server's
         # VAD would take for a new spoken turn (and cancel the reply to the typed one).
-        self._listen(self.preroll_ms if why == "vad" else 0)
+        if why == "vad":
+            self._listen(self.preroll_ms)
+        elif why == "text" or why == "api":
+            # Nobody is speaking: the echo tail goes too (check() opens the mic after it).
+            if self.ring is not None and self.talking:
+                self.ring.hold()
+            self.deaf = True
+            self._t_deaf = ticks_ms()
+        else:
+            self._listen(0)
 
 
 def _remember(lst, item, keep=_KEEP):

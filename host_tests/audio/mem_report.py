@@ -22,7 +22,7 @@ def _cost(name):
 def main():
     out = {"import_bytes": {}}
     for name in ("meerkat_rt.compat", "meerkat_rt.fast", "meerkat_rt.ring", "meerkat_rt.vad",
-                 "meerkat_rt.capture", "meerkat_rt.playback", "meerkat_rt.wavfile", "meerkat_rt.board",
+                 "meerkat_rt.capture", "meerkat_rt.playback", "meerkat_rt.board", "wavfile",
                  "simworld", "machine", "network"):
         out["import_bytes"][name] = _cost(name)
     del sys.modules["meerkat_rt.board"]

@@ -2,7 +2,7 @@
 import simworld
 from meerkat_rt import fast
 from meerkat_rt.compat import sleep_ms, ticks_diff, ticks_ms
-from meerkat_rt.wavfile import open_wav
+from wavfile import open_wav
 from scn_common import FRAME, _board, _capture, _identity, _mem
 
 ########################################################################

@@ -77,7 +77,7 @@ class Feeder:
 
     def __init__(self, player):
         from meerkat_rt import fast
-        from meerkat_rt.wavfile import open_wav
+        from wavfile import open_wav
 
         self.encode = fast.b64_encode
         self.open_wav = open_wav

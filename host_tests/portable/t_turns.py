@@ -189,15 +189,36 @@ def test_v2_typed_barge_in_in_explicit_commit():
         assert [n for n, d in link.events].count("reply_done") == 1
 
 
+def test_after_a_barge_in_nobody_spoke_the_mic_waits_for_the_echo_tail():
+    for why in ("text", "api"):
+        with _clock() as clock:
+            t, player, ring, link = _turns(V2)
+            t.turn_committed()
+            _reply(t, player)
+            t.user_text() if why == "text" else t.interrupt()
+            clock.now += T.ECHO_TAIL_MS - 1
+            t.check()
+            assert ring.held and ring.released == [], why  # still the speaker's echo
+            clock.now += 1
+            t.check()
+            assert not ring.held and ring.released == [0], why  # no pre-roll: it was echo too
+    # A spoken barge-in opens at once, with the pre-roll: the user's first words.
+    t, player, ring, link = _turns(V2)
+    t.turn_committed()
+    _reply(t, player)
+    t.vad_onset()
+    assert ring.released == [300]
+
+
 def test_v2_typed_barge_in_in_provider_managed():
     # The synthetic turn events of a text turn go out before the stale deltas.
     t, player, ring, link = _turns(V2)
     t.turn_committed()
     _reply(t, player)
     t.user_text()
-    # The mic listens again, without a pre-roll: what it held during the reply is its echo,
-    # which the server's VAD would take for a spoken turn and cancel the typed one's reply.
-    assert ring.released == [0]
+    # Nothing the mic held during the reply goes out, nor its echo tail: the server's VAD would
+    # take it for a spoken turn and cancel the typed one's reply.
+    assert ring.held and ring.released == []
     t.turn_committed()  # synthetic: turn_started, partial, final, turn_committed
     assert not t.on_audio(None, 0, None) and not t.output()
     t.interrupted()

@@ -18,7 +18,7 @@ import struct
 import sys
 from pathlib import Path
 
-from meerkat_rt.wavfile import open_wav
+from .fakes.wavfile import open_wav
 
 from . import paths
 

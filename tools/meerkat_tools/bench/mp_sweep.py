@@ -41,7 +41,7 @@ from meerkat_rt.compat import ticks_diff, ticks_us
 from meerkat_rt.playback import Player
 from meerkat_rt.ring import FrameRing
 from meerkat_rt.vad import ONSET, VAD
-from meerkat_rt.wavfile import open_wav
+from wavfile import open_wav
 
 log.sink = lambda line: sys.stderr.write(line + "\n")  # stdout carries only the JSON lines
 

@@ -22,7 +22,7 @@
 import time
 
 from meerkat_rt import fast
-from meerkat_rt.wavfile import header, open_wav
+from wavfile import header, open_wav
 
 DEFAULTS = {
     "mic_wav": None,  # the user's speech; silence when None (and after the file ends)

@@ -1,6 +1,6 @@
-# meerkat_rt.wavfile: read and write the header of a PCM WAV file, so the samples can be
-# streamed from and to flash in small blocks (a whole file never fits in the heap).
-# Used by the simulator's fake I2S, the host tools, and for prompts stored on a device.
+# wavfile: read and write the header of a PCM WAV file, so the samples can be streamed from and
+# to files in small blocks (a whole file never fits in a 110 KB heap). Used by the simulated
+# board's fake I2S (simworld) and the host tools; the device package has no WAV files to read.
 import struct
 
 

@@ -142,6 +142,11 @@ def validate(cfg):
     audio = cfg["audio"]
     if not 20 <= audio["frame_ms"] <= 200 or audio["frame_ms"] % 20:
         _fail("config.audio.frame_ms", "20, 40, 60, ... 200")
+    if not 1 <= audio["vad_sensitivity"] <= 10:
+        _fail("config.audio.vad_sensitivity", "1 (loud speech only) .. 10 (quiet speech)")
+    for key, lo, hi in (("preroll_ms", 0, 2000), ("margin_ms", 0, 1000)):
+        if not lo <= audio[key] <= hi:
+            _fail("config.audio." + key, "%d..%d (ms)" % (lo, hi))
     if audio.get("speaker_mode", "drain") not in SPEAKER_MODES:
         _fail("config.audio.speaker_mode", "drain, irq or poll")
     if not 1000 <= cfg["tool_idle_ms"] <= 600000:

@@ -118,6 +118,10 @@ class Link:
             from .live.backend import Backend
         b = Backend(self, auto=self.cfg["server"]["surface"] == "auto")
         self.turns.strict_order = b.strict_order
+        if surface == "v2" and not self.turns.half_duplex:
+            # surface auto found protocol v2 (config refuses full duplex with v2 set outright)
+            log.warn("link", "protocol v2 cancels a reply on any input: audio.duplex full runs as half")
+            self.turns.half_duplex = True
         if self.ring is not None:
             self.ring.set_codec(b.ring_codec)
         return b
@@ -249,12 +253,14 @@ class Link:
         rc = self.cfg["reconnect"]
         attempt = 0
         t_first_failure = None
+        switched = 0  # surface changes since the last open
         while not self._stop:
             self._set_state(CONNECTING if attempt == 0 and not self.reconnects else RECONNECTING)
             t_open = None
             try:
                 await self.backend.connect()
                 t_open = ticks_ms()
+                switched = 0
                 self._set_state(OPEN)
                 await self._stream()
             except ChannelError as exc:
@@ -262,6 +268,14 @@ class Link:
                 await self.backend.abandon()
                 break
             except SurfaceChanged as exc:
+                switched += 1
+                if switched > 1:
+                    # Both answered "no such method": without this the device would flip
+                    # between the surfaces at full speed, forever. Retrying cannot fix it.
+                    self._fail("the server has neither live/open nor realtime/open_info: Meerkat 0.6.5 and later"
+                               " need their live WebSocket listener on, 0.6.0-0.6.4 their realtime one")
+                    await self.backend.abandon()
+                    break
                 log.info("link", "%s", exc)
                 await self.backend.drop()
                 other = "v2" if self.backend.surface == "live" else "live"

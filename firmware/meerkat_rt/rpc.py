@@ -71,7 +71,7 @@ class JsonRpc:
         self._skipping = False  # inside an answer line that was too long
         self._out = b""
         self._next = 1
-        self._pending = {}  # id -> [method, t0, done, result, error]
+        self._pending = {}  # id -> [method, t0, done, result, error, timeout_ms]
         self.notifications = 0
         self.refused = 0  # answers too long, or not JSON-RPC
 
@@ -96,15 +96,17 @@ class JsonRpc:
                 pass
         self._fail_all(why)
 
-    def call(self, method, params):
-        """Queue a request; returns its id (see done()). The connection must be open."""
+    def call(self, method, params, timeout_ms=None):
+        """Queue a request; returns its id (see done()). The connection must be open. It fails
+        with "no answer" after timeout_ms (default: the connection's timeout_ms)."""
         if len(self._pending) >= _PENDING:
             self._fail_oldest("no answer; too many calls waiting")
         rid = self._next
         self._next = rid % 0x3FFFFFFF + 1
         line = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}, separators=(",", ":"))
         self._out += line.encode() + b"\n"
-        self._pending[rid] = [method, ticks_ms(), False, None, None]
+        limit = timeout_ms if timeout_ms is not None else self.timeout_ms
+        self._pending[rid] = [method, ticks_ms(), False, None, None, limit]
         return rid
 
     def done(self, rid):
@@ -147,14 +149,14 @@ class JsonRpc:
         now = ticks_ms()
         for rid in list(self._pending):
             entry = self._pending[rid]
-            if not entry[2] and ticks_diff(now, entry[1]) > self.timeout_ms:
-                self._finish(rid, None, OSError("no answer within %d ms" % self.timeout_ms))
+            if not entry[2] and ticks_diff(now, entry[1]) > entry[5]:
+                self._finish(rid, None, OSError("no answer within %d ms" % entry[5]))
         return did
 
     async def request(self, method, params, timeout_ms=None):
         """One call, awaited: the result, or RpcError / OSError."""
         await self.connect()
-        rid = self.call(method, params)
+        rid = self.call(method, params, timeout_ms)
         t0 = ticks_ms()
         limit = timeout_ms if timeout_ms is not None else self.timeout_ms
         while True:

@@ -28,9 +28,25 @@ def test_a_friendly_script_holds_a_text_turn(tmp_path, surface):
         assert [c.method for c in srv.rpc()] == ["live/open", "live/close"]
 
 
-def test_auto_surface_falls_back_on_v2(tmp_path):
+@pytest.mark.parametrize("duplex", ["half", "full"])
+def test_auto_surface_falls_back_on_v2(tmp_path, duplex):
     with Hostile.running("v2") as srv:
-        with device(srv, tmp_path, server={"surface": "auto"}) as (dev, rec):
+        with device(srv, tmp_path, server={"surface": "auto"}, audio={"duplex": duplex}) as (dev, rec):
             opened(dev)
         assert [c.method for c in srv.rpc()] == ["live/open", "realtime/open_info"]
         assert "error" in srv.rpc()[0].answer and srv.rpc()[0].answer["error"]["code"] == -32601
+    # Protocol v2 cancels a reply on any input: full duplex, fine on live, becomes half, said once.
+    said = [line for line in dev.logs() if "audio.duplex full runs as half" in line]
+    assert len(said) == (1 if duplex == "full" else 0), dev.logs()
+
+
+def test_auto_surface_stops_when_the_server_speaks_neither(tmp_path):
+    # A Meerkat without its realtime listeners: both bootstrap methods are unknown. One try of
+    # each, then a clear error, not a switch back and forth at full speed.
+    with Hostile.running("v2") as srv:
+        srv.answers["realtime/open_info"] = [{"error": {"code": -32601, "message": "Method not found"}}] * 5
+        with device(srv, tmp_path, server={"surface": "auto"}) as (dev, rec):
+            dev.wait_event("state", 20, where=lambda s: s == "error")
+            dev.wait_for(lambda: dev.summary, 20, "the summary")
+        assert [c.method for c in srv.rpc()] == ["live/open", "realtime/open_info"]
+    assert dev.summary["state"] == "error" and "neither live/open nor realtime/open_info" in dev.summary["error"]

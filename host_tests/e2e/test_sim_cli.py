@@ -9,11 +9,16 @@ import subprocess
 import sys
 import wave
 
+import pytest
 
-def test_demo_runs_end_to_end(tmp_path):
+
+@pytest.mark.parametrize("surface", ["auto", "v2"])
+def test_demo_runs_end_to_end(tmp_path, surface):
+    # auto: the dev server speaks the live surface, as today's Meerkat; v2: protocol v2 (with the
+    # dev server's item_id extension, without which no truncate could be sent).
     out = tmp_path / "speaker.wav"
     proc = subprocess.run(
-        [sys.executable, "-m", "meerkat_tools.sim", "--speaker-out", str(out)],
+        [sys.executable, "-m", "meerkat_tools.sim", "--speaker-out", str(out), "--surface", surface],
         capture_output=True,
         text=True,
         timeout=180,
@@ -30,6 +35,7 @@ def test_demo_runs_end_to_end(tmp_path):
         summary["frames_sent"] + summary["frames_dropped"] + summary["frames_discarded"] + summary["frames_pending"]
     )
     assert "BARGE-IN" in proc.stdout and "user (transcribed)" in proc.stdout
+    assert ("(live surface)" if surface == "auto" else "(protocol v2, item_id extension on)") in proc.stdout
     with wave.open(str(out)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24000, 1, 2)
         frames = w.readframes(w.getnframes())

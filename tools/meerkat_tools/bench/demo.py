@@ -8,7 +8,7 @@ latencies. Instants (all on the host's time.monotonic(), which is CLOCK_MONOTONI
 the unix port's time.ticks_us() reads too):
   launch            just before the board's process is started
   ready             the board printed {"ready": true} (imports and Device() done)
-  opened_sent       the server sent channel.opened (its recording)
+  opened_sent       the server sent channel.opened (v2) or the `ready` observation (live)
   open_seen         the board's "state: open" line arrived on the host
   frame captured    the last sample of an uplink frame became readable in the fake I2S (world
                     clock: sample index -> microseconds since the world started -> ticks_us)
@@ -18,7 +18,8 @@ the unix port's time.ticks_us() reads too):
   vad decision      the earlier of: the board's barge_in line arrived on the host (printed in
                     the pump step that decided), the server received channel.interrupt (queued
                     at the decision); at most a pipe or socket hop after the real decision
-  interrupt/truncate at server   the server received channel.interrupt / barge_in_truncate
+  interrupt/truncate at server   the server received channel.interrupt / barge_in_truncate (v2),
+                    the live/interrupt / live/truncate call (live)
   speaker silent    one past the last non-zero sample the fake speaker played after the onset
                     (its recording, world clock)
 """
@@ -116,28 +117,31 @@ def run(
     frame_ms: int = 40,
     sample_heap: bool = True,
     image: mpy.Image | None = None,
+    surface: str = "live",
 ) -> dict:
     """One demo run; never raises for a failed demo (the result says what happened).
     probe: run mp_probe (clock and world lines, needed for the latencies); sample_heap: with
     the probe, also gc.collect() every 20 ms for the heap low-water; image: the unix-port
-    executable (default the stock binary)."""
+    executable (default the stock binary); surface: the dev server's, "live" (today's Meerkat)
+    or "v2" (with the item_id extension, as meerkat-sim runs it: the barge-in ends in a
+    truncate); the board finds it by itself (server.surface auto)."""
     work = Path(tempfile.mkdtemp(prefix="meerkat-bench-demo-"))
     try:
-        return _run(work, heap, probe, record, timeout, frame_ms, sample_heap, image or mpy.stock())
+        return _run(work, heap, probe, record, timeout, frame_ms, sample_heap, image or mpy.stock(), surface)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(
-    work: Path, heap: str, probe: bool, record: bool, timeout: float, frame_ms: int, sample_heap: bool, image: mpy.Image
+    work: Path, heap: str, probe: bool, record: bool, timeout: float, frame_ms: int, sample_heap: bool, image: mpy.Image,
+    surface: str,
 ) -> dict:
     from ..devserver import DevServer, ServerOptions
 
-    out: dict[str, Any] = {"heap": heap, "completed": False, "probe": probe}
+    out: dict[str, Any] = {"heap": heap, "completed": False, "probe": probe, "surface": surface}
     spk_wav = work / "speaker.wav"
     index = json.loads((paths.FIXTURES / "index.json").read_text())
-    # The item_id extension on, as meerkat-sim runs it: the demo's barge-in ends in a truncate.
-    with DevServer.running(ServerOptions(item_ids=True)) as srv:
+    with DevServer.running(ServerOptions(surface=surface, item_ids=True)) as srv:
         cfg = {
             "server": {"rpc": "%s:%d" % srv.rpc_address},
             "target": srv.target,
@@ -156,8 +160,7 @@ def _run(
         dev.start()
         try:
             _wait(dev, "state", 20, lambda s: s == "open")
-            _wait(dev, "turn_committed", timeout)
-            _wait(dev, "barge_in", timeout)
+            _wait(dev, "barge_in", timeout)  # (the question was heard and its reply is playing)
             _wait(dev, "assistant_transcript_truncated", 15)
             summary = dev.stop()
             out["exit"] = dev.exit_reason
@@ -182,7 +185,7 @@ def _run(
         out["heap_low_free"] = _heap_low(lines)
         if out["completed"] or record:
             try:
-                out.update(_latencies(dev, lines, srv, index, spk_wav if record else None, frame_ms))
+                out.update(_latencies(dev, lines, srv, index, spk_wav if record else None, frame_ms, surface))
             except Exception as exc:  # a figure that cannot be computed is reported, not fatal
                 out["latency_error"] = f"{type(exc).__name__}: {exc}"
     return out
@@ -243,11 +246,46 @@ def _host_time_of_ticks(clock: dict, world_us: float) -> float:
     return (world_us + clock["ticks_us"] - clock["world_us"]) / 1e6
 
 
-def _latencies(dev: SimDevice, lines: list[dict], srv: Any, index: dict, spk_wav: Path | None, frame_ms: int) -> dict:
+def _uplink_frames(srv: Any, surface: str) -> list[tuple[float, bytes]]:
+    """(time at the server, PCM) of every audio frame the device sent."""
+    if surface == "v2":
+        out = []
+        for e in srv.frames():
+            f = e["frame"]
+            if isinstance(f, dict) and f.get("type") == "channel.input" and f.get("chunk", {}).get("kind") == "audio_chunk":
+                out.append((e["t"], base64.b64decode(f["chunk"]["data"])))
+        return out
+    # live: binary frames of raw PCM, which the provider took in order (its input, per channel)
+    pcm: dict[Any, bytes] = {}
+    out = []
+    for e in srv.frames():
+        if e["kind"] == "binary" and "offset" in e:
+            if e["channel"] not in pcm:
+                pcm[e["channel"]] = bytes(srv.input_pcm(e["channel"]))
+            out.append((e["t"], pcm[e["channel"]][e["offset"]: e["offset"] + e["size"]]))
+    return out
+
+
+def _control_times(srv: Any, surface: str) -> dict:
+    """When the server received the barge-in's interrupt and truncate (first of each)."""
+    if surface == "v2":
+        names = {"interrupt": "channel.interrupt", "truncate": "channel.barge_in_truncate"}
+        got = {}
+        for key, typ in names.items():
+            ts = [e["t"] for e in srv.frames() if isinstance(e["frame"], dict) and e["frame"].get("type") == typ]
+            got[key] = ts[0] if ts else None
+        return got
+    return {key: next((c["t"] for c in srv.rpc_calls("live/" + key)), None) for key in ("interrupt", "truncate")}
+
+
+def _latencies(dev: SimDevice, lines: list[dict], srv: Any, index: dict, spk_wav: Path | None, frame_ms: int,
+               surface: str = "live") -> dict:
     res: dict[str, Any] = {}
     launched = getattr(dev, "launched", None)
     ready = [l["_t"] for l in lines if l.get("ready")]
-    opened_sent = [e["t"] for e in srv.sent_frames() if isinstance(e["frame"], dict) and e["frame"].get("type") == "channel.opened"]
+    # The server's "you are connected": v2 channel.opened, live the `ready` observation.
+    opened_sent = [e["t"] for e in srv.sent_frames() if isinstance(e["frame"], dict) and (
+        e["frame"].get("type") == "channel.opened" or e["frame"].get("observation") == "ready")]
     open_seen = [l["_t"] for l in lines if l.get("ev") == "state" and l.get("data") == "open"]
     if launched is not None:
         res["start"] = {
@@ -274,19 +312,14 @@ def _latencies(dev: SimDevice, lines: list[dict], srv: Any, index: dict, spk_wav
     # Capture to server: uplink frames of the question turn, located in the question WAV.
     question = _wav_pcm(paths.FIXTURES / "user_question.wav")
     lat = []
-    frames = [e for e in srv.frames() if isinstance(e["frame"], dict) and e["frame"].get("type") == "channel.input"]
-    for e in frames:
-        chunk = e["frame"].get("chunk", {})
-        if chunk.get("kind") != "audio_chunk":
-            continue
-        pcm = base64.b64decode(chunk["data"])
+    for t_at, pcm in _uplink_frames(srv, surface):
         if not any(pcm):
             continue
         i = question.find(pcm)
         if i < 0 or i % 2 or question.find(pcm, i + 1) >= 0:
             continue  # not the question (the barge-in speech), or not unique
         last = rx0 + i // 2 + len(pcm) // 2  # the frame's last sample is readable from here
-        lat.append((e["t"] - world_index_time(last)) * 1000)
+        lat.append((t_at - world_index_time(last)) * 1000)
     res["capture_to_server_ms"] = _stats(lat)
     # Barge-in.
     if spk_start >= 0:
@@ -296,24 +329,22 @@ def _latencies(dev: SimDevice, lines: list[dict], srv: Any, index: dict, spk_wav
         b: dict[str, Any] = {}
         decided = [l["_t"] for l in lines if l.get("ev") == "barge_in"]
         events = {l["data"].get("reason") for l in lines if l.get("ev") == "barge_in"}
-        got = {}
-        for typ in ("channel.interrupt", "channel.barge_in_truncate"):
-            ts = [e["t"] for e in srv.frames() if isinstance(e["frame"], dict) and e["frame"].get("type") == typ]
-            got[typ] = ts[0] if ts else None
+        got = _control_times(srv, surface)
         if decided:
             # The decision instant: the earliest sign of it seen outside the board, the barge_in
             # line on the host or channel.interrupt (queued at the decision) at the server. It
             # is at most a pipe hop (well under a millisecond) after the real decision.
-            t_dec = min([decided[0]] + ([got["channel.interrupt"]] if got["channel.interrupt"] is not None else []))
+            t_dec = min([decided[0]] + ([got["interrupt"]] if got["interrupt"] is not None else []))
             b["reason"] = sorted(events)
             b["onset_to_vad_decision_ms"] = round((t_dec - t_onset) * 1000, 1)
-            if got["channel.barge_in_truncate"] is not None:
-                b["vad_decision_to_truncate_at_server_ms"] = round((got["channel.barge_in_truncate"] - t_dec) * 1000, 2)
-            if got["channel.interrupt"] is not None:
-                b["vad_decision_to_interrupt_at_server_ms"] = round((got["channel.interrupt"] - t_dec) * 1000, 2)
-        if got["channel.barge_in_truncate"] is not None:
-            b["onset_to_truncate_at_server_ms"] = round((got["channel.barge_in_truncate"] - t_onset) * 1000, 1)
-        truncated = srv.events(type="assistant_transcript_truncated")
+            if got["truncate"] is not None:
+                b["vad_decision_to_truncate_at_server_ms"] = round((got["truncate"] - t_dec) * 1000, 2)
+            if got["interrupt"] is not None:
+                b["vad_decision_to_interrupt_at_server_ms"] = round((got["interrupt"] - t_dec) * 1000, 2)
+        if got["truncate"] is not None:
+            b["onset_to_truncate_at_server_ms"] = round((got["truncate"] - t_onset) * 1000, 1)
+        # The server's answer to the truncate, as the board reported it (same name on both surfaces).
+        truncated = [l["data"] for l in lines if l.get("ev") == "assistant_transcript_truncated"]
         b["truncate_accepted"] = bool(truncated)
         if truncated:
             b["audio_played_ms"] = truncated[0].get("audio_played_ms")
@@ -336,7 +367,8 @@ def _latencies(dev: SimDevice, lines: list[dict], srv: Any, index: dict, spk_wav
     return res
 
 
-def min_heap(lo_k: int = 100, hi_k: int = 400, step_k: int = 8, log=print, image: mpy.Image | None = None) -> dict:
+def min_heap(lo_k: int = 100, hi_k: int = 400, step_k: int = 8, log=print, image: mpy.Image | None = None,
+             surface: str = "live") -> dict:
     """The smallest heap (a multiple of step_k from lo_k) at which the demo completes, by
     bisection with plain SimDevice runs (no probe, no recording), on `image` (default the
     stock binary). Assumes success is monotonic in the heap size; {"min_heap_k": None} when
@@ -344,7 +376,7 @@ def min_heap(lo_k: int = 100, hi_k: int = 400, step_k: int = 8, log=print, image
     runs: list[dict] = []
 
     def ok(k: int) -> bool:
-        r = run(f"{k}K", probe=False, record=False, image=image)
+        r = run(f"{k}K", probe=False, record=False, image=image, surface=surface)
         runs.append({"heap_k": k, "completed": r["completed"], **({"failure": r["failure"]} if "failure" in r else {})})
         log(f"  demo at {k}K: {'completes' if r['completed'] else 'fails: ' + r.get('failure', '?')}")
         return r["completed"]

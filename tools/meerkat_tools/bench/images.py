@@ -28,6 +28,18 @@ from . import demo, imports
 
 DEFAULT = ("stock", "files32", "frozen64", "frozen32")
 DEVICE_HEAP = "110K"
+V2_TOO = ("stock", "frozen32")  # images whose demo heap is searched on protocol v2 as well (2 min each)
+
+
+def device_import_bytes(imports: dict, surface: str) -> int | None:
+    """What a device on one surface imports: every module but the other surface's backend and
+    the trace (loaded only with trace_ms)."""
+    mods = imports.get("modules") or []
+    if not mods:
+        return None
+    other = "meerkat_rt.v2" if surface == "live" else "meerkat_rt.live"
+    return sum(m["bytes"] for m in mods if not (m["module"] == other or m["module"].startswith(other + "."))
+               and m["module"] != "meerkat_rt.trace")
 
 
 def _describe(img: mpy.Image) -> dict:
@@ -53,6 +65,11 @@ def measure_one(img: mpy.Image, work: Path, heap_range: tuple[int, int, int], lo
     search = demo.min_heap(lo, hi, step, log=log, image=img)
     row["min_heap"] = search
     row["min_heap_k"] = search["min_heap_k"]
+    if img.name in V2_TOO:
+        log(f"images: {img.name}: smallest heap for the demo on protocol v2")
+        v2 = demo.min_heap(lo, hi, step, log=log, image=img, surface="v2")
+        row["min_heap_v2"] = v2
+        row["min_heap_v2_k"] = v2["min_heap_k"]
     log(f"images: {img.name}: demo at {DEVICE_HEAP} with the heap probe")
     r = demo.run(DEVICE_HEAP, probe=True, record=False, sample_heap=True, image=img)
     low = r.get("heap_low_free") or {}
@@ -148,17 +165,21 @@ def table_lines(section: dict | None) -> list[str]:
         else:
             verdict = "fails: " + str(at.get("failure", "?"))[:70]
         imp = r.get("import_bytes")
+        live, v2 = (device_import_bytes(r.get("imports") or {}, s) for s in ("live", "v2"))
         rows.append(
             [
                 name,
                 f"{r['bits']}-bit",
                 r["package"],
                 f"{imp / 1024:.1f} KB" if imp else "-",
-                f"{r['min_heap_k']}K" if r.get("min_heap_k") else "-",
+                f"{live / 1024:.1f} / {v2 / 1024:.1f} KB" if live and v2 else "-",
+                (f"{r['min_heap_k']}K" if r.get("min_heap_k") else "-")
+                + (" / " + (f"{r['min_heap_v2_k']}K" if r.get("min_heap_v2_k") else "-") if "min_heap_v2" in r else ""),
                 verdict,
             ]
         )
-    headers = ["image", "word", "package", "import cost", "smallest demo heap", f"demo at {DEVICE_HEAP}"]
+    headers = ["image", "word", "package", "import cost (all)", "device: live / v2", "smallest demo heap: live / v2",
+               f"demo at {DEVICE_HEAP} (live)"]
     widths = [max(len(h), *(len(str(x[i])) for x in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for cells in [headers, ["-" * w for w in widths], *rows]:
         out.append("  " + "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip())

@@ -30,6 +30,7 @@ class Recorder:
         self._rpc: deque[dict] = deque(maxlen=keep)
         self._pcm: dict[int | str, bytearray] = {}
         self._pcm_all = bytearray()
+        self._binary: dict[int | str, int] = {}  # bytes of binary frames received, per channel
         self._hooks: list[Callable[[dict], None]] = []
         self._waiters: set[asyncio.Event] = set()
         self.loop_thread: int | None = None
@@ -64,6 +65,10 @@ class Recorder:
             entry["frame"] = None
             entry["size"] = len(data)
         with self._cond:
+            if kind == "binary":
+                # where this frame's bytes start among the channel's binary frames (live: raw PCM)
+                entry["offset"] = self._binary.get(channel, 0)
+                self._binary[channel] = entry["offset"] + len(data)
             self._received.append(entry)
             if self._frames_file is not None:
                 self._frames_file.write(json.dumps(entry, separators=(",", ":")) + "\n")

@@ -42,6 +42,13 @@ def _args(argv):
     where.add_argument("--rpc", metavar="HOST:PORT", help="a running server's JSON-RPC TCP listener")
     where.add_argument("--rest", metavar="URL", help="a running server's REST proxy (http://host:port)")
     p.add_argument("--session-id", help="target session (default: the dev server's, required with --rpc/--rest)")
+    p.add_argument(
+        "--surface",
+        choices=("auto", "live", "v2"),
+        default="auto",
+        help="the board's server.surface (default auto: it asks the server). The bundled dev server speaks "
+        "the live surface (today's Meerkat), or protocol v2 (Meerkat 0.6.0-0.6.4) with --surface v2",
+    )
     p.add_argument("--board", default="sim", help="board file name (default: the simulator board)")
     p.add_argument("--turning-mode", choices=("provider_managed", "explicit_commit"), default="provider_managed")
     p.add_argument("--mic", type=Path, default=QUESTION, help="WAV played into the microphone (24 kHz mono 16-bit)")
@@ -57,7 +64,9 @@ def _args(argv):
     )
     p.add_argument("--barge-in-wav", type=Path, default=INTERRUPT)
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: when the conversation is over)")
-    p.add_argument("--no-item-ids", action="store_true", help="dev server without the item_id extension")
+    p.add_argument("--no-item-ids", action="store_true",
+                   help="protocol v2 dev server without its item_id extension, exactly as Meerkat 0.6.2: the "
+                   "board can only interrupt, never truncate (the live surface always names items)")
     p.add_argument(
         "--wss",
         action="store_true",
@@ -127,6 +136,8 @@ class Printer:
 
 def _config(args, rpc=None, rest=None, target=None):
     server = {"rpc": rpc} if rpc else {"rest": rest}
+    if rpc:
+        server["surface"] = args.surface  # (a REST proxy exists for protocol v2 only)
     return {
         "server": server,
         "target": target,
@@ -228,6 +239,8 @@ def main(argv=None) -> int:
         # more heap on its 64-bit objects (frozen images need far less; README, "Memory").
         heap = TRACE_HEAP
     printer = Printer(args.json)
+    if args.rest and args.surface == "live":
+        raise SystemExit("meerkat-sim: --rest is protocol v2's REST proxy; the live surface needs --rpc")
     with contextlib.ExitStack() as stack:
         if args.rpc or args.rest:
             if not args.session_id:
@@ -236,7 +249,8 @@ def main(argv=None) -> int:
         else:
             from ..devserver import DevServer, ServerOptions
 
-            srv = stack.enter_context(DevServer.running(ServerOptions(item_ids=not args.no_item_ids, tls=args.wss)))
+            surface = "v2" if args.surface == "v2" else "live"
+            srv = stack.enter_context(DevServer.running(ServerOptions(surface=surface, item_ids=not args.no_item_ids, tls=args.wss)))
             host, port = srv.rpc_address
             config = _config(args, f"{host}:{port}", None, srv.target)
             if srv.tls is not None and args.ca is None:
@@ -244,7 +258,9 @@ def main(argv=None) -> int:
             if not args.json:
                 ws = srv.live_ws_url if srv.options.serves_live else srv.ws_url
                 ca = f", CA {srv.tls.ca_der}" if srv.tls is not None else ""
-                print(f"  dev server: rpc {host}:{port}, {ws}{ca}", flush=True)
+                what = "live surface" if surface == "live" else (
+                    "protocol v2" + (", no item ids (as Meerkat 0.6.2)" if args.no_item_ids else ", item_id extension on"))
+                print(f"  dev server ({what}): rpc {host}:{port}, {ws}{ca}", flush=True)
         if args.ca is not None:
             if not args.ca.is_file():
                 raise SystemExit(f"meerkat-sim: no such CA file: {args.ca}")

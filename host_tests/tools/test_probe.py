@@ -167,19 +167,24 @@ def test_observer_watches_until_the_timeout(server, capsys):
     assert exc.value.code == 2 and "an observer may not send input" in capsys.readouterr().err
 
 
-def test_settings_from_a_device_config(server, capsys, tmp_path):
-    srv = server(surface="v2")
+@pytest.mark.parametrize("surface", ["v2", "live"])
+def test_settings_from_a_device_config(server, capsys, tmp_path, surface):
+    srv = server(surface="v2") if surface == "v2" else server(**LIVE)
     cfg = json.loads((paths.FIRMWARE / "config.example.json").read_text())
     cfg["server"]["rpc"] = rpc(srv)
-    cfg["server"]["surface"] = "v2"
+    cfg["server"]["surface"] = surface
     cfg["target"]["session_id"] = srv.session_id
     cfg["turning_mode"] = "explicit_commit"
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     code, out, err = run(capsys, "--config", str(path), "--text", "hello")
     assert code == 0, out + err
-    assert "(primary, explicit_commit)" in out and "channel.commit_turn sent" in out
     assert cfg["wifi"]["key"] not in out + err
+    if surface == "v2":
+        assert "(primary, explicit_commit)" in out and "channel.commit_turn sent" in out
+    else:
+        assert "(explicit_commit)" in out and "surface: live (Meerkat 0.6.5 or later)" in out
+        assert methods(srv) == ["live/open", "live/commit_input", "live/close"]
 
 
 # -- protocol v2: errors (non-zero, one line that says what to do) --------------------------------
@@ -493,22 +498,6 @@ def test_live_mob_member(server, capsys):
         member, channel_id=channel_id, verb={"verb": "commit_input"})
     assert srv.rpc_calls("mob/member_live_close")[0]["request"]["params"] == dict(member, channel_id=channel_id)
     assert srv.client_frames() == [{"kind": "text", "text": "hello"}] and "turn_completed" in out
-
-
-def test_live_settings_from_a_device_config(server, capsys, tmp_path):
-    srv = server(**LIVE)
-    cfg = json.loads((paths.FIRMWARE / "config.example.json").read_text())
-    cfg["server"]["rpc"] = rpc(srv)
-    cfg["server"]["surface"] = "live"
-    cfg["target"]["session_id"] = srv.session_id
-    cfg["turning_mode"] = "explicit_commit"
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    code, out, err = run(capsys, "--config", str(path), "--text", "hello")
-    assert code == 0, out + err
-    assert "(explicit_commit)" in out and "surface: live (Meerkat 0.6.5 or later)" in out
-    assert methods(srv) == ["live/open", "live/commit_input", "live/close"]
-    assert cfg["wifi"]["key"] not in out + err
 
 
 def test_live_unknown_fields_are_noted(server, capsys):

@@ -19,6 +19,18 @@ for extra in (REPO / "firmware", HERE / "portable", REPO / "tools", REPO / "tool
 from meerkat_tools import mpy  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _firmware_log_restored():
+    """Tests that run firmware code in-process (CPython) share meerkat_rt.log's module state: one
+    that sets its level or sink (meerkat-deploy's validators log warnings only) must not decide
+    what a later test's log capture sees."""
+    from meerkat_rt import log
+
+    level, sink = log.level, log.sink
+    yield
+    log.level, log.sink = level, sink
+
+
 @pytest.fixture(scope="session")
 def mpy_build(tmp_path_factory) -> Path:
     """The firmware compiled to .mpy for the unix port (native code for x64), as a device gets

@@ -9,9 +9,10 @@
 #     reply, on the live surface the server's VAD would hear the speaker's echo as the user;
 #   - barge-in: stop playback at once, interrupt, truncate with the honest cursor (what was
 #     played and received, minus the margin) once per item, only for items whose ids the server
-#     gave in the current provider session, never for an item that finished playing; then the
-#     microphone opens with the last preroll_ms of held audio, so the server hears the start of
-#     the interrupting words;
+#     gave in the current provider session, never for an item that finished playing; then,
+#     after a spoken barge-in, the microphone opens with the last preroll_ms of held audio, so
+#     the server hears the start of the interrupting words (after a typed one, with none, once
+#     the speaker's echo tail has passed);
 #   - late output of an interrupted reply. The server confirms a cancel late: on protocol v2
 #     `interrupted` comes only when the provider's cancelled response ends, after stale audio
 #     and text deltas and possibly after the next turn's turn_committed; v2 keeps one strict

@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end(tmp_path, surface):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["state"] == "closed" and summary["exit"] == "close"
-    assert summary["barge_ins"] == 1 and summary["reconnects"] == 0
+    assert summary["barge_ins"] == 1 and summary["reconnects"] == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     (truncate,) = summary["truncates"]
     assert truncate["item_id"].startswith("item_") and truncate["audio_played_ms"] > 0
     assert summary["events"]["turn_completed"] >= 1 and summary["events"]["assistant_transcript_truncated"] == 1

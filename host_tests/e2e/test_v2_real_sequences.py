@@ -16,7 +16,7 @@ import pytest
 from harness import FIX, conversation, played_runs, ring_identity, stats, unexplained_ms, wait_stats, wav_pcm
 
 QUESTION = str(FIX / "user_question.wav")
-# The spoken barge-in: one phrase ("Hello there."). user_interrupt.wav pauses 440 ms inside,
+# The spoken barge-in: one phrase ("Hello there."). user_interrupt.wav pauses 480 ms inside,
 # which the server's VAD (500 ms, in 20 ms windows) can take for the end of the turn: its reply
 # then starts while the user is still talking, and the rest of the phrase barges in on it too
 # (right, but not this test's sequence).

@@ -25,7 +25,10 @@ from .runner import SimDevice, SimError
 DEFAULT_HEAP = "272K"
 TRACE_HEAP = "288K"  # the default with --timeline, --trace-out or --repl on the stock binary
 QUESTION = paths.FIXTURES / "user_question.wav"
-INTERRUPT = paths.FIXTURES / "user_interrupt.wav"
+# "Hold on": one phrase. (user_interrupt.wav pauses 480 ms inside, 20 ms short of the end of a
+# turn for a server VAD with the usual 500 ms of silence: by window alignment the server may
+# commit half of it, start a reply, and the rest of the phrase barges in on that one too.)
+INTERRUPT = paths.FIXTURES / "barge_hold_on.wav"
 
 
 def _args(argv):

@@ -40,6 +40,11 @@ _KEEP = const(8)
 # server's VAD (40 ms above -40 dBFS is enough for the dev server's), which then cancels the
 # reply to the typed one. The microphone stays held this long; what it captured is discarded.
 ECHO_TAIL_MS = const(160)
+# Two replies in a row cut by the VAD within their first second: most likely the device hears
+# itself (an echo coupling learnt too low). Each such barge-in sends its pre-roll, the reply's
+# echo, which the server takes for a turn, whose reply is cut again: a loop that never ends.
+# The second one sends the echo model back to the board's conservative coupling.
+EARLY_MS = const(1000)
 
 PENDING = "?"  # streamed audio whose item id has not arrived yet
 
@@ -64,6 +69,9 @@ class Turns:
         self._t_reply = self._t_audio = self._t_stale = 0
         self._t_deaf = 0
         self.deaf = False  # the echo tail after a barge-in the user did not speak (see above)
+        self._early = False  # the last reply was cut by the VAD within EARLY_MS (see above)
+        self._t_first = 0  # when the reply's first audio arrived (it plays from about then)
+        self.vad_resets = 0
         self.tools = 0  # tool calls requested and not finished
         self.stale = False  # an interrupted reply may still send output (see above)
         self._item = None  # newest assistant item with audio
@@ -216,6 +224,8 @@ class Turns:
                 self.reply_done = True  # audio that trailed its response's turn_completed
         now = ticks_ms()
         self._t_reply = self._t_audio = now
+        if not self._t_first:
+            self._t_first = now or 1
         if key is not None and key != self._key:
             self._new_response(key)
         self._next_item = None  # the newest response's audio is here: its ids are known
@@ -348,6 +358,7 @@ class Turns:
         if ticks_diff(now, self._t_audio) < _TRAIL_MS:
             return
         self.reply = False
+        self._early = False
         self._listen(0)
         self.link.emit("reply_done", {"item_id": self._item})
 
@@ -360,6 +371,7 @@ class Turns:
 
     def _start_reply(self):
         self.deaf = False  # held from now on anyway
+        self._t_first = 0
         self.reply = True
         self.reply_done = False
         self._t_reply = ticks_ms()
@@ -415,6 +427,12 @@ class Turns:
             ev["mic_level"] = cap.level
             ev["threshold"] = cap.vad.threshold
             ev["speaker_level"] = cap.vad.speaker
+            early = not self._t_first or ticks_diff(ticks_ms(), self._t_first) < EARLY_MS
+            if early and self._early:
+                cap.vad.relearn()
+                self.vad_resets += 1
+                log.warn("turns", "two replies cut by the VAD at their start: the echo model starts again from the board's coupling")
+            self._early = early
         self.link.emit("barge_in", ev)
         log.info("turns", "barge-in (%s): item %s heard %d ms", why, log.esc(item) if item else "-", heard)
         # The pre-roll carries the start of the words that made the detector fire; for any

@@ -156,6 +156,15 @@ class VAD:
         self.speaking = False
         self._quiet = 0
 
+    def relearn(self):
+        """Forget the learnt echo coupling: back to the board's (conservative) value, learnt
+        again from the next reply. For a device that keeps interrupting itself."""
+        self.coupling = self.board_coupling
+        self._peak = 0
+        self.learnt = 0
+        self._nheld = 0
+        self._ih = 0
+
     def coupling_db(self):
         """The coupling in use, in dB (for logs, status and tests; not for the hot path)."""
         return round(self.coupling / 5.3151, 1)

@@ -210,6 +210,49 @@ def test_after_a_barge_in_nobody_spoke_the_mic_waits_for_the_echo_tail():
     assert ring.released == [300]
 
 
+class Vad:
+    threshold = speaker = 0
+
+    def __init__(self):
+        self.relearns = 0
+
+    def relearn(self):
+        self.relearns += 1
+
+
+class Capture:
+    level = 0
+
+    def __init__(self):
+        self.vad = Vad()
+
+
+def test_two_replies_cut_at_their_start_reset_the_echo_model():
+    # A device that hears itself: each false barge-in's pre-roll (the reply's echo) is a turn for
+    # the server, whose reply is cut again at its start. The second such cut in a row sends the
+    # echo model back to the board's conservative coupling; a reply heard out, or cut late, does not.
+    with _clock() as clock:
+        t, player, ring, link = _turns(V2)
+        cap = t.capture = Capture()
+        # ms from the reply's first audio to the barge-in; relearns after it
+        for ms, relearns in ((300, 0), (250, 1), (400, 2), (2500, 2), (300, 2)):
+            t.turn_committed()
+            _reply(t, player)
+            clock.now += ms
+            t.vad_onset()
+            assert cap.vad.relearns == relearns, (ms, cap.vad.relearns)
+            t.interrupted()  # the server confirms the cancel
+        t.turn_committed()
+        _reply(t, player)
+        t.completed()
+        assert _end_reply(t, player, clock)  # heard out: the next early cut is the first again
+        t.turn_committed()
+        _reply(t, player)
+        clock.now += 200
+        t.vad_onset()
+        assert cap.vad.relearns == 2 and t.vad_resets == 2
+
+
 def test_v2_typed_barge_in_in_provider_managed():
     # The synthetic turn events of a text turn go out before the stale deltas.
     t, player, ring, link = _turns(V2)

@@ -300,7 +300,7 @@ class Player:
             if self._busy:
                 t = self.clock()
                 if self._irq_done:
-                    self._done(self._busy, t, self._tw)
+                    self._done(self._busy, t)
                     did = True
                 elif ticks_diff(t, self._tw) > (self._busy + self._ibuf) // 48 + _IRQ_MARGIN_MS:
                     self._lost_irq(t)
@@ -315,10 +315,9 @@ class Player:
         elif self.mode == POLL:
             k = self._span()
             if k:
-                t0 = self.clock()
                 k = self.i2s.write(self.buf, self._rd, k)
                 if k:
-                    self._done(k, self.clock(), t0)
+                    self._done(k, self.clock())
                     did = True
         if self._q and not self._queued(self.clock(), _SLACK):
             self._q = 0  # drained: forget the old timestamp (ticks wrap after days)
@@ -351,9 +350,8 @@ class Player:
             if k:
                 self._busy = k
                 sw.out_buf = mv[self._rd : self._rd + k]  # type: ignore  # skip write(): drain() polls
-                t0 = self.clock()
                 await sw.drain()
-                self._done(k, self.clock(), t0)
+                self._done(k, self.clock())
                 if self._flush_req:
                     self._flush()
             else:
@@ -367,17 +365,10 @@ class Player:
         q = self._q + slack - 48 * (d if d > 0 else 0)
         return q if q > 0 else 0
 
-    def _done(self, k, now, t_write=None):
-        # k bytes at the ring's read index were accepted by the I2S driver between t_write and
-        # now. The cursor takes the later time (played never runs ahead of the DAC); the level
-        # history the earlier: into an empty queue (a reply's start, after an underrun) the
-        # bytes play from the moment they were written, and a history placed after a slow
-        # write would have the echo-aware VAD hear the reply's first echo before its model does.
+    def _done(self, k, now):
+        # k bytes at the ring's read index were accepted by the I2S driver.
         q = self._queued(now, 0)
-        if t_write is None:
-            self._history(ticks_add(now, q // 48), k)
-        else:
-            self._history(ticks_add(t_write, self._queued(t_write, 0) // 48), k)
+        self._history(ticks_add(now, q // 48), k)
         if not q and self._acc[self._se[self._sh]]:
             self.underruns += 1  # the DAC ran dry inside an item
         self._pos = self._consume(k, True)

@@ -289,40 +289,6 @@ def test_level_is_what_played_by_wall_time():
     assert p.level(clock.now + 20, 10) == 0
 
 
-class SlowDAC(DAC):
-    """A write that takes `ms` of the clock (a loaded host; the fake I2S's own work), its bytes
-    entering the queue at the start of the call, as a driver's DMA takes them."""
-
-    ms = 0
-
-    def write(self, buf, off=0, n=-1):
-        k = DAC.write(self, buf, off, n)
-        self.clock.now += self.ms
-        return k
-
-
-def test_level_history_starts_when_the_write_did():
-    # Into an empty queue (a reply's start) the bytes play from the moment they were written.
-    # The history must say so even when the write call returned 15 ms later: a history placed
-    # at the return would tell the echo-aware VAD that the first 15 ms of the reply were silent,
-    # and the reply's own echo would look like the user.
-    clock = Clock()
-    dac = SlowDAC(clock, 4800, True)
-    p = Player(dac, capacity=14400, ibuf=4800, mode=POLL, margin_ms=0, reinit={})
-    p.clock = clock
-    _chunk(p, "a", _pcm(60, 5, level=8000))
-    t0 = clock.now
-    dac.ms = 15
-    p.poll()  # all 60 ms go into the queue at t0; the call returns at t0 + 15
-    dac.ms = 0
-    assert p.level(t0, 10) > 3000, p.level(t0, 10)  # playing from t0, not t0 + 15
-    assert p.level(t0 + 70, 10) == 0
-    # The cursor stays on the safe side: by the later time, never ahead of the DAC.
-    clock.now = t0 + 30
-    dac._adv()
-    assert p.played_ms("a") <= dac.played // 48
-
-
 def test_irq_mode_cursor_and_stop():
     p, dac, clock = _player(mode=IRQ, ibuf=2048, capacity=19200)
     assert dac.handler is not None

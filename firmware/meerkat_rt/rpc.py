@@ -158,7 +158,7 @@ class JsonRpc:
         await self.connect()
         rid = self.call(method, params, timeout_ms)
         t0 = ticks_ms()
-        limit = timeout_ms if timeout_ms is not None else self.timeout_ms
+        limit = self._pending[rid][5]
         while True:
             self.poll()
             answer = self.done(rid)

@@ -49,6 +49,7 @@ def test_an_answer_in_time_is_taken():
         c.sock = Sock()
         rid = c.call("live/open", {}, 300)
         clock.now += 250
+        c.poll()  # past the connection's 100 ms, within the call's 300: still waiting
+        assert c.done(rid) is None
         c._take(b'{"jsonrpc":"2.0","id":%d,"result":{"channel_id":"c1"}}\n' % rid)
-        c.poll()
         assert c.done(rid) == ({"channel_id": "c1"}, None)

@@ -289,6 +289,26 @@ def test_level_is_what_played_by_wall_time():
     assert p.level(clock.now + 20, 10) == 0
 
 
+def test_level_of_many_small_writes_is_their_mean_not_the_loudest():
+    # Poll mode writes what the DMA took since the last pump: a millisecond or two at a time,
+    # several writes per 5 ms cell of the history. The cell is their mean over its 5 ms; the
+    # loudest piece read 3 dB high on speech (the VAD then learnt the echo coupling that much
+    # low, and barged in on its own voice). Here every 5 ms is 1 ms loud and 4 ms silent.
+    p, dac, clock = _player(ibuf=960, capacity=14400)
+    pattern = bytearray()
+    for i in range(40):
+        pattern += _pcm(1, i + 1, level=8000) + bytearray(48 * 4)
+    truth = sum(abs(v) for v in struct.unpack("<%dh" % (len(pattern) // 2), pattern)) // (len(pattern) // 2)
+    _chunk(p, "a", pattern)
+    t0 = clock.now
+    for _ in range(250):
+        _step(p, dac, clock)  # 1 ms: the poll writes the 48 bytes that drained
+    assert 600 < truth < 1000, truth
+    for start in range(t0 + 40, t0 + 180, 3):  # spans wholly inside the pattern, any phase
+        level = p.level(start, 10)
+        assert truth * 3 // 4 <= level <= truth * 5 // 4, (start - t0, level, truth)
+
+
 def test_irq_mode_cursor_and_stop():
     p, dac, clock = _player(mode=IRQ, ibuf=2048, capacity=19200)
     assert dac.handler is not None

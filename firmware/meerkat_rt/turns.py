@@ -43,7 +43,8 @@ ECHO_TAIL_MS = const(160)
 # Two replies in a row cut by the VAD within their first second: most likely the device hears
 # itself (an echo coupling learnt too low). Each such barge-in sends its pre-roll, the reply's
 # echo, which the server takes for a turn, whose reply is cut again: a loop that never ends.
-# The second one sends the echo model back to the board's conservative coupling.
+# The second one has the echo model learnt again from a coupling 6 dB above its last start
+# (VAD.relearn()): a learnt coupling, or a board value, too low for this board's echo.
 EARLY_MS = const(1000)
 
 PENDING = "?"  # streamed audio whose item id has not arrived yet
@@ -431,7 +432,7 @@ class Turns:
             if early and self._early:
                 cap.vad.relearn()
                 self.vad_resets += 1
-                log.warn("turns", "two replies cut by the VAD at their start: the echo model starts again from the board's coupling")
+                log.warn("turns", "two replies cut by the VAD at their start: the echo model starts again, 6 dB more conservative")
             self._early = early
         self.link.emit("barge_in", ev)
         log.info("turns", "barge-in (%s): item %s heard %d ms", why, log.esc(item) if item else "-", heard)

@@ -64,6 +64,8 @@ _MIN_MIC_LOG = const(147)  # log2_q5(24): a mic level too close to the LSB to me
 _LAGS = const(12)  # echo delays considered: 0..110 ms behind the speaker's output (blocks)
 _WIDE = const(7)  # until the delay is known, the echo may come from any of lags 0..7
 _DEV0 = const(24 * 16)  # a lag's deviation before it has settled: 4.5 dB
+_RAISE = const(32)  # relearn(): each start 6 dB above the last
+_MAX_ORIGIN = const(106)  # ... up to +20 dB (the highest board echo_coupling_db)
 
 # 32 * log2(1 + i/32): the mantissa of the log; 64 * 2**(i/32): the mantissa of the antilog;
 # 16 * log2(1 + 2**(-d/16)) for d = 0, 4, 8, ...: adding two levels as powers.
@@ -139,6 +141,7 @@ class VAD:
         self._min = log2_q5(self.min_level)
         self.board_coupling = _lu(coupling_db)
         self.coupling = self.board_coupling  # log units (16/3 per dB); see coupling_db()
+        self._origin = self.board_coupling  # where the learnt coupling starts (relearn())
         self._peak = 0  # tracked percentile of counted observations, Q8 log units
         self.learnt = 0  # observations counted
         self._held = array("h", bytes(2 * _HOLD))  # observations waiting to count
@@ -157,9 +160,15 @@ class VAD:
         self._quiet = 0
 
     def relearn(self):
-        """Forget the learnt echo coupling: back to the board's (conservative) value, learnt
-        again from the next reply. For a device that keeps interrupting itself."""
-        self.coupling = self.board_coupling
+        """Forget the learnt echo coupling and learn it again from the next reply, starting
+        6 dB above where the last start was (the board's value the first time), up to +20 dB.
+        For a device that keeps interrupting itself: the learner only moves down fast, so a
+        board value that errs low (an echo louder than the board file says) is not undone by
+        learning (the blocks that would show the louder echo end in an onset and are thrown
+        away as a possible user), only by a start that errs high."""
+        o = self._origin + _RAISE
+        self._origin = o if o < _MAX_ORIGIN else _MAX_ORIGIN
+        self.coupling = self._origin
         self._peak = 0
         self.learnt = 0
         self._nheld = 0
@@ -349,6 +358,6 @@ class VAD:
         c = (p >> 8) + _MARGIN
         if n < _FREE:
             c += (_FREE - n) << 1  # the maximum of a few observations reads low: more margin
-        b = self.board_coupling - _STEP * n
+        b = self._origin - _STEP * n
         self.coupling = c if c > b else b
         self.learnt = n if n < 1 << 20 else 1 << 20  # stays a small int

@@ -230,7 +230,7 @@ class Capture:
 def test_two_replies_cut_at_their_start_reset_the_echo_model():
     # A device that hears itself: each false barge-in's pre-roll (the reply's echo) is a turn for
     # the server, whose reply is cut again at its start. The second such cut in a row sends the
-    # echo model back to the board's conservative coupling; a reply heard out, or cut late, does not.
+    # echo model to learn again from a more conservative coupling; a reply heard out, or cut late, does not.
     with _clock() as clock:
         t, player, ring, link = _turns(V2)
         cap = t.capture = Capture()

@@ -34,8 +34,8 @@
 #     least (within 12 % of the best); until it is known, the reference spans lags 0..7.
 # The estimate is kept across replies (the board does not move).
 #
-# audio.vad_sensitivity (1..10) sets the two margins (echo 4 dB .. 0.5 dB, room 10 dB ..
-# 3.5 dB, 1.5 and 6 dB at the default 5) and the absolute minimum level ((11 - s) * 24
+# audio.vad_sensitivity (1..10) sets the two margins (echo 4.5 dB .. 0.6 dB, room 10 dB ..
+# 3.5 dB, 2 and 6 dB at the default 5) and the absolute minimum level ((11 - s) * 24
 # mean-abs): higher catches softer speech sooner and barges in on babble and on echo the
 # model reads low more often; meerkat-sweep's sensitivity slices show by how much.
 from array import array
@@ -45,7 +45,9 @@ from .compat import const
 ONSET = const(1)
 END = const(-1)
 
-_ECHO_MARGIN = (40, 35, 30, 20, 15, 12, 10, 8, 6, 5)  # dB/10 over the echo model, sensitivity 1..10
+# dB/10 over the echo model, sensitivity 1..10. 2 dB at 5: at 1.5 a -6 dB echo in a room
+# (about -2 dB with its reflections) interrupted itself in the sweep; 2 costs 0-4 ms elsewhere.
+_ECHO_MARGIN = (45, 40, 35, 25, 20, 16, 13, 10, 8, 6)
 _NOISE_MARGIN = (100, 90, 80, 70, 60, 55, 50, 45, 40, 35)  # dB/10 over the room's typical level
 _NONE = const(-4096)  # "no echo" in log units
 _CAP = const(8)  # per-block evidence limit: 1.5 dB
@@ -189,6 +191,8 @@ class VAD:
         S[i] = log2_q5(speaker)
         lag = self.lag
         lo = lag - 1 if lag else 0
+        if lo > self._lag0:  # a learnt delay beyond the default: the default's echo still counts
+            lo = self._lag0
         hi = lag + 1 if lag >= self._lag0 else self._lag0 + 1  # never shorter than the default
         if not self.lag_known:  # until the delay has been seen, any of 0.._WIDE blocks
             lo = 0

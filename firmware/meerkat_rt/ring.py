@@ -72,15 +72,29 @@ class FrameRing:
             self.dropped += n
 
     def set_codec(self, codec):
-        """Switch the slot codec (the server surface became known); pending frames, encoded the
-        other way, are discarded (counted)."""
-        if codec != self.codec:
-            n = slot_bytes(self.frame_bytes, codec)
-            if n * self.slots > len(self.slot_buffer):
-                raise ValueError("ring: buffer too small for %s slots" % codec)
-            self.discard_pending()
-            self.codec = codec
-            self.slot_len = n
+        """Switch the slot codec (the server surface became known). Pending frames, captured
+        while it was being found, are re-encoded in place, in their slots: nothing is lost."""
+        if codec == self.codec:
+            return
+        n = slot_bytes(self.frame_bytes, codec)
+        if n * self.slots > len(self.slot_buffer):
+            raise ValueError("ring: buffer too small for %s slots" % codec)
+        old = self.slot_len
+        buf = self.slot_buffer
+        tmp = bytearray(old)  # one slot copied out first: a slot's new bytes overlap its old
+        # Slot i moves from i * old to i * n. Growing, from the last slot down; shrinking, from
+        # the first up: either way no slot is written over one not converted yet.
+        order = range(self.slots - 1, -1, -1) if n > old else range(self.slots)
+        for i in order:
+            if (i - self._head) % self.slots >= self.pending:
+                continue  # not pending: nothing to keep
+            fast.copy(tmp, 0, buf, i * old, old)
+            if codec == B64:
+                fast.b64_encode(buf, i * n, tmp, 0, old)
+            else:
+                fast.b64_decode(buf, len(buf), i * n, tmp, 0, old)
+        self.codec = codec
+        self.slot_len = n
 
     def peek(self):
         """The slot to send next, or -1 (nothing pending, or held)."""

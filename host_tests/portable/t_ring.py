@@ -156,3 +156,31 @@ def test_push_and_send_allocate_nothing():
         r.slot_offset(i)
         r.mark_sent()
     assert gc.mem_alloc() - before == 0, gc.mem_alloc() - before  # type: ignore[attr-defined]
+
+
+def test_a_codec_switch_re_encodes_the_pending_frames_in_place():
+    # Surface auto tries live first (raw slots); a v2 server found then needs base64. What the
+    # microphone captured meanwhile is kept: every pending frame, in order, wrapped or not.
+    from meerkat_rt.ring import B64, PCM
+
+    for head in range(6):
+        r = FrameRing(6, FRAME, bytearray(6 * FRAME * 4 // 3), codec=PCM)
+        for s in range(head):  # move the head round the ring
+            r.push_pcm(_frame(r.captured), 0, s)
+            r.mark_sent()
+        for s in range(5):
+            r.push_pcm(_frame(r.captured), 0, 40 * s)  # a frame's content is its seq
+        r.set_codec(B64)
+        _identity(r)
+        assert r.discarded == 0 and r.pending == 5 and r.slot_len == FRAME * 4 // 3
+        assert [_take(r) for _ in range(6)] == [head, head + 1, head + 2, head + 3, head + 4, None], head
+        # And back (base64 to raw), with frames pending again.
+        for s in range(4):
+            r.push_pcm(_frame(r.captured), 0, 0)
+        r.set_codec(PCM)
+        got = []
+        while r.peek() >= 0:
+            off = r.slot_offset(r.peek())
+            got.append(bytes(r.slot_buffer[off : off + FRAME]) == _frame(r.seq(r.peek())))
+            r.mark_sent()
+        assert got == [True] * 4 and r.discarded == 0, (head, got)

@@ -269,7 +269,10 @@ def test_frames_over_2_mib_close_the_channel(live):
     sock.send_pcm(bytes(2 << 20))  # exactly the limit: accepted
     sock.send_text("sync")
     sock.recv_obs("user_transcript_final")
-    sock.send_pcm(bytes((2 << 20) + 2))
+    try:
+        sock.send_pcm(bytes((2 << 20) + 2))
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # the server drops the socket once the header says too long: maybe before we finish
     close, _ = sock.expect_end()  # observations of the turn may still arrive before the end
     assert close is None
     live.wait_channel_ended(opened["channel_id"])

@@ -11,7 +11,8 @@
 #   the room: the 80th percentile of blocks without speech or echo, never below the noise
 #     floor (the quietest 10 ms of the last 0.6-1.3 s, + 3 dB), + the noise margin;
 #   the echo: coupling + the speaker's level at the echo's delay (the loudest of the blocks one
-#     either side of it), or the room's ringing after it (6 dB below, -1.5 dB per block),
+#     either side of it, and back to the default delay's block when the learnt delay is longer),
+#     or the room's ringing after it (6 dB below, -1.5 dB per block),
 #     + the echo margin.
 # Evidence: each block adds (mic - expected), within +-1.5 dB, to a sum that never drops below
 # 0 (a CUSUM); onset at 3 dB (onset_ms 20): two blocks 1.5 dB over, three 1 dB over, a quiet
